@@ -1,0 +1,88 @@
+"""Where a run reports: a tiny MetricSink protocol, a null object, a list (tests) and a fan-out.
+
+The loop sees exactly one sink. The worker plugs in database and Redis sinks (write to the
+database first, then publish, so a late subscriber can backfill from the database).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class MetricSink(Protocol):
+    """Receives a run's configuration, one record per epoch, events, and the outcome."""
+
+    def start(self, config: Mapping[str, Any]) -> None:
+        """Called once before the first step with the run's config and derived numbers."""
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        """One epoch's metrics (JSON-native values), keyed as in metrics.jsonl."""
+
+    def event(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """A `warning`, `checkpoint` or `info` event with a JSON-native payload."""
+
+    def finish(self, outcome: str, message: str) -> None:
+        """Called once with the run's outcome (a StopReason value) and why."""
+
+
+class NullSink:
+    """Discards everything: the default."""
+
+    def start(self, config: Mapping[str, Any]) -> None:
+        pass
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        pass
+
+    def event(self, kind: str, payload: Mapping[str, Any]) -> None:
+        pass
+
+    def finish(self, outcome: str, message: str) -> None:
+        pass
+
+
+class ListSink:
+    """Keeps everything in lists, for tests and for the CLI's result file."""
+
+    def __init__(self) -> None:
+        self.config: dict[str, Any] | None = None
+        self.epochs: list[dict[str, Any]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.outcome: tuple[str, str] | None = None
+
+    def start(self, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        self.epochs.append(dict(record))
+
+    def event(self, kind: str, payload: Mapping[str, Any]) -> None:
+        self.events.append((kind, dict(payload)))
+
+    def finish(self, outcome: str, message: str) -> None:
+        self.outcome = (outcome, message)
+
+
+class FanOutSink:
+    """Forwards every call to each sink in order (e.g. database first, then pub/sub)."""
+
+    def __init__(self, sinks: Sequence[MetricSink]) -> None:
+        self.sinks = list(sinks)
+
+    def start(self, config: Mapping[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.start(config)
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.log_epoch(record)
+
+    def event(self, kind: str, payload: Mapping[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.event(kind, payload)
+
+    def finish(self, outcome: str, message: str) -> None:
+        for sink in self.sinks:
+            sink.finish(outcome, message)

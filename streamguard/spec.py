@@ -1,0 +1,164 @@
+"""TrainConfig: the frozen, validated description of one training run.
+
+It is the *job* config (what to train), never the deployment config (where it runs; that is
+`streamguard.settings.Settings`). It travels as JSON: on the job row, inside every checkpoint, and
+in `POST /v1/jobs` bodies. Every out-of-range value is refused with the field and what would be
+accepted, before any GPU time is spent.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from streamguard.errors import InvalidTrainConfig
+
+#: Special `model` values that build a randomly initialised RoBERTa locally (no hub access).
+SCRATCH_MODELS = {
+    # ~1.3 M parameters: CPU tests, demos and benchmarks.
+    "tiny": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 512},
+    # RoBERTa-base / CodeBERT-sized (~125 M parameters) with random weights: GPU throughput checks.
+    "random-roberta-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                            "intermediate_size": 3072},
+}
+
+
+class LrScaling(StrEnum):
+    SQRT = "sqrt"
+    LINEAR = "linear"
+    NONE = "none"
+
+
+class ClassWeighting(StrEnum):
+    BALANCED = "balanced"
+    NONE = "none"
+
+
+class MixedPrecision(StrEnum):
+    NONE = "none"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+SelectionMetric = Literal["f1", "mcc", "accuracy", "roc_auc", "precision", "recall"]
+
+
+class TrainConfig(BaseModel):
+    """Hyperparameters and guard thresholds of one run. Immutable; `model_dump()` is its JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False,
+                              use_enum_values=False)
+
+    model: str = Field(
+        "microsoft/codebert-base", min_length=1,
+        description="Hugging Face hub name, local model directory, or a from-scratch "
+                    f"architecture: {', '.join(sorted(SCRATCH_MODELS))}.")
+    tokenizer_vocab_size: int = Field(
+        8000, ge=256, le=100_000,
+        description="Vocabulary of the byte-level BPE trained on the train split (scratch models).")
+    max_seq_len: int = Field(512, ge=8, le=8192,
+                             description="Tokens per function; never above the model's limit.")
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    eval_batch_size: int | None = Field(None, ge=1, le=4096,
+                                        description="Defaults to 2 x batch_size.")
+    accumulation_steps: int = Field(1, ge=1, le=1024)
+    lr: float = Field(2e-5, gt=0.0, le=1.0)
+    base_batch: int = Field(16, ge=1, le=4096,
+                            description="Batch size the lr was tuned for.")
+    lr_scaling: LrScaling = LrScaling.SQRT
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    max_warmup_ratio: float = Field(0.2, ge=0.0, le=1.0)
+    label_smoothing: float = Field(0.05, ge=0.0, lt=1.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    class_weighting: ClassWeighting = ClassWeighting.BALANCED
+    grad_clip: float = Field(1.0, gt=0.0, le=1e6)
+    mixed_precision: MixedPrecision = MixedPrecision.NONE
+    early_stopping_patience: int = Field(3, ge=0, le=1000,
+                                         description="Epochs without improvement; 0 disables.")
+    selection_metric: SelectionMetric = Field(
+        "f1", description="Validation metric that picks the best checkpoint (higher is better).")
+    collapse_warn_ratio: float = Field(
+        0.30, gt=0.0, le=1.0,
+        description="Warn when a class is predicted below this fraction of its actual count.")
+    collapse_stop_ratio: float = Field(
+        0.20, ge=0.0, le=1.0,
+        description="Stop when a class stays below this fraction for collapse_patience epochs.")
+    collapse_patience: int = Field(3, ge=1, le=1000)
+    group_by_length: bool = Field(True, description="Batch functions of similar token length.")
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _check_relations(self) -> TrainConfig:
+        if self.collapse_stop_ratio > self.collapse_warn_ratio:
+            raise ValueError(
+                f"collapse_stop_ratio ({self.collapse_stop_ratio}) must not exceed "
+                f"collapse_warn_ratio ({self.collapse_warn_ratio})")
+        if self.warmup_ratio > self.max_warmup_ratio:
+            raise ValueError(
+                f"warmup_ratio ({self.warmup_ratio}) must not exceed max_warmup_ratio "
+                f"({self.max_warmup_ratio})")
+        return self
+
+    @property
+    def effective_eval_batch_size(self) -> int:
+        return self.eval_batch_size or 2 * self.batch_size
+
+    @property
+    def is_scratch_model(self) -> bool:
+        return self.model in SCRATCH_MODELS
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def describe_validation_error(exc: ValidationError) -> list[dict[str, str]]:
+    """Flatten a pydantic error into [{field, message}] with the accepted range spelled out."""
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"]
+        ctx = err.get("ctx") or {}
+        if "expected" in ctx:
+            msg = f"{msg} (got {err.get('input')!r})"
+        elif err["type"] in {"greater_than", "greater_than_equal", "less_than", "less_than_equal",
+                             "finite_number"}:
+            msg = f"{msg} (got {err.get('input')!r}); allowed: {_allowed_range(field)}"
+        elif err["type"] == "extra_forbidden":
+            msg = f"unknown field; known fields: {', '.join(sorted(TrainConfig.model_fields))}"
+        problems.append({"field": field, "message": msg})
+    return problems
+
+
+def _allowed_range(field: str) -> str:
+    info = TrainConfig.model_fields.get(field)
+    if info is None:
+        return "see the TrainConfig schema"
+    lo = hi = None
+    lo_incl = hi_incl = True
+    for meta in info.metadata:
+        for attr, is_lo, incl in (("gt", True, False), ("ge", True, True),
+                                  ("lt", False, False), ("le", False, True)):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                if is_lo:
+                    lo, lo_incl = value, incl
+                else:
+                    hi, hi_incl = value, incl
+    left = "[" if lo_incl else "("
+    right = "]" if hi_incl else ")"
+    return f"finite number in {left}{lo if lo is not None else '-inf'}, " \
+           f"{hi if hi is not None else 'inf'}{right}"
+
+
+def parse_train_config(data: dict[str, Any]) -> TrainConfig:
+    """Validate a mapping into a TrainConfig or raise InvalidTrainConfig naming each bad field."""
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidTrainConfig(describe_validation_error(exc)) from None
