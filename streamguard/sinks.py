@@ -6,7 +6,9 @@ database first, then publish, so a late subscriber can backfill from the databas
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -86,3 +88,33 @@ class FanOutSink:
     def finish(self, outcome: str, message: str) -> None:
         for sink in self.sinks:
             sink.finish(outcome, message)
+
+
+class JsonlSink:
+    """Appends one JSON line per epoch to a file (the CLI's `metrics.jsonl`).
+
+    On a resumed run, rows for epochs after the resume point are dropped first, so the file
+    always holds exactly one row per epoch.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def start(self, config: Mapping[str, Any]) -> None:
+        start_epoch = int(config.get("start_epoch", 0))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if self.path.exists() and start_epoch:
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line and json.loads(line)["epoch"] <= start_epoch]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(dict(record), sort_keys=True) + "\n")
+
+    def event(self, kind: str, payload: Mapping[str, Any]) -> None:
+        pass
+
+    def finish(self, outcome: str, message: str) -> None:
+        pass

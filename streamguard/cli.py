@@ -1,0 +1,120 @@
+"""The `streamguard` command: `train`, `data ...`, and the service commands.
+
+    streamguard train --train train.jsonl --val valid.jsonl --output-dir runs/a --model tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import types
+import typing
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from streamguard.errors import StreamGuardError
+from streamguard.spec import TrainConfig, parse_train_config
+
+EXIT_CODES = {"completed": 0, "early_stopped": 0, "collapsed": 3, "non_finite_loss": 4,
+              "cancelled": 5}
+EXIT_INVALID = 2
+
+
+def _field_type(annotation: Any) -> tuple[Any, list[str] | None]:
+    """(argparse type, choices) for a TrainConfig field annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and args:
+        annotation = args[0]
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, [str(a) for a in typing.get_args(annotation)]
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return str, [e.value for e in annotation]
+    return str, None  # pydantic parses and range-checks the text (so "nan" is refused)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training config (TrainConfig; defaults in brackets)")
+    for name, info in TrainConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{info.description or ''} [{info.default}]".strip()
+        if info.annotation is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+            continue
+        kind, choices = _field_type(info.annotation)
+        group.add_argument(flag, dest=name, type=kind, choices=choices, default=None,
+                           help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    data: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        data.update(json.loads(Path(args.config).read_text()))
+    for name in TrainConfig.model_fields:
+        value = getattr(args, name, None)
+        if value is not None:
+            data[name] = value
+    return parse_train_config(data)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from streamguard.sinks import FanOutSink, JsonlSink, ListSink
+    from streamguard.training import run
+
+    config = config_from_args(args)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    history = ListSink()
+    result = run(config, train_path=args.train, val_path=args.val, test_path=args.test,
+                 work_dir=out, sink=FanOutSink([JsonlSink(out / "metrics.jsonl"), history]),
+                 resume=args.resume, device=args.device, progress=not args.no_progress)
+    payload = {**result.as_dict(), "warnings": [e for k, e in history.events if k == "warning"],
+               "config": config.model_dump(mode="json"),
+               "checkpoints": {n: str(out / "checkpoints" / n) for n in ("best", "last")
+                               if (out / "checkpoints" / n).is_dir()},
+               "model_dir": str(out / "model") if (out / "model").is_dir() else None}
+    (out / "result.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    code = EXIT_CODES[result.outcome.value]
+    if code:
+        print(f"streamguard: run ended {result.outcome.value}: {result.message}", file=sys.stderr)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamguard", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a collapse-guarded classifier on JSONL splits")
+    p.add_argument("--train", required=True, help="training split (JSONL: func, target)")
+    p.add_argument("--val", required=True, help="validation split (model selection)")
+    p.add_argument("--test", default=None, help="test split, evaluated with the best checkpoint")
+    p.add_argument("--output-dir", required=True, help="metrics.jsonl, result.json, checkpoints/")
+    p.add_argument("--config", default=None, help="JSON file of TrainConfig fields (flags win)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start over even if OUTPUT_DIR/checkpoints/last exists")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
+    add_config_flags(p)
+    p.set_defaults(handler=cmd_train)
+
+    from streamguard import cli_data
+    cli_data.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except StreamGuardError as exc:
+        print(f"streamguard: error: {exc.message}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())

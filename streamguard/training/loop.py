@@ -1,0 +1,322 @@
+"""The collapse-guarded training loop. Reads top to bottom: derive, loop, evaluate, guard, save.
+
+Every rule that the collapsed Devign run broke is enforced here: class-balanced weighted CE, LR
+scaled for the batch, a warmup schedule stepped after *every optimizer step*, gradient clipping
+(after unscaling under fp16), per-class prediction counts each epoch, collapse stop rules, and
+checkpoints of plain state only. The loop sees one sink and one (optional) artifact store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model
+from torch.utils.data import DataLoader
+
+from streamguard.sinks import MetricSink, NullSink
+from streamguard.spec import MixedPrecision, TrainConfig
+from streamguard.storage import ArtifactStore
+from streamguard.training import checkpoint as ckpt
+from streamguard.training.callbacks import Callback
+from streamguard.training.guards import CollapseGuard, Decision, EarlyStopping, StopReason
+from streamguard.training.loss import class_weights, make_loss
+from streamguard.training.metrics import EvalMetrics, compute_metrics, format_distribution
+from streamguard.training.publish import CheckpointPublisher
+from streamguard.training.schedule import LrPlan, build_scheduler, plan_lr
+
+log = logging.getLogger("streamguard.train")
+
+Batch = dict[str, torch.Tensor]
+SchedulerFactory = Callable[[torch.optim.Optimizer, LrPlan], Any]
+
+
+@dataclass
+class RunResult:
+    outcome: StopReason
+    message: str
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    epochs_completed: int = 0
+    global_step: int = 0
+    test_metrics: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_samples_per_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"outcome": self.outcome.value, "message": self.message,
+                "best_epoch": self.best_epoch, "best_metric": self.best_metric,
+                "epochs_completed": self.epochs_completed, "global_step": self.global_step,
+                "test_metrics": self.test_metrics,
+                "train_samples_per_s": self.train_samples_per_s}
+
+
+def amp_dtype(mode: MixedPrecision) -> torch.dtype | None:
+    return {MixedPrecision.NONE: None, MixedPrecision.BF16: torch.bfloat16,
+            MixedPrecision.FP16: torch.float16}[mode]
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases and LayerNorm weights (the BERT recipe)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, loader: DataLoader[Batch], criterion: torch.nn.Module,
+             device: torch.device, autocast_ctx: Any) -> EvalMetrics:
+    """Gather logits over the split, then compute every metric once (exact weighted loss)."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for batch in loader:
+        with autocast_ctx:
+            logits = model(input_ids=batch["input_ids"].to(device, non_blocking=True),
+                           attention_mask=batch["attention_mask"].to(device, non_blocking=True)
+                           ).logits
+        all_logits.append(logits.float().cpu())
+        all_labels.append(batch["labels"])
+    logits_t, labels_t = torch.cat(all_logits), torch.cat(all_labels)
+    loss = float(criterion.cpu()(logits_t, labels_t))
+    criterion.to(device)
+    return compute_metrics(logits_t, labels_t, loss)
+
+
+def _first_stop(decisions: Sequence[Decision | None]) -> Decision | None:
+    """The most serious stop: non-finite > collapsed > cancelled > early stopped."""
+    order = [StopReason.NON_FINITE_LOSS, StopReason.COLLAPSED, StopReason.CANCELLED,
+             StopReason.EARLY_STOPPED]
+    stops = [d for d in decisions if d is not None and d.stop]
+    return min(stops, key=lambda d: order.index(d.reason)) if stops else None  # type: ignore[arg-type]
+
+
+def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
+          train_loader: DataLoader[Batch], val_loader: DataLoader[Batch],
+          test_loader: DataLoader[Batch] | None = None, label_counts: Sequence[int],
+          work_dir: Path, device: torch.device, sink: MetricSink | None = None,
+          store: ArtifactStore | None = None, store_prefix: str = "",
+          callbacks: Sequence[Callback] = (), resume_state: dict[str, Any] | None = None,
+          scheduler_factory: SchedulerFactory = build_scheduler,
+          progress: bool = False) -> RunResult:
+    """Train with the collapse guard; returns the outcome (collapse is an outcome, not an error).
+
+    `resume_state` is a loaded `training_state.pt` (the model must already hold that
+    checkpoint's weights); the run then continues after the epoch it records.
+    """
+    sink = sink or NullSink()
+    ckpt_dir = work_dir / "checkpoints"
+    # --- derive every number once, and say them --------------------------------------------
+    model.to(device)
+    weights = class_weights(label_counts, config.class_weighting.value)
+    criterion = make_loss(weights, label_smoothing=config.label_smoothing, device=device)
+    effective_batch = config.batch_size * config.accumulation_steps
+    plan = plan_lr(base_lr=config.lr, batch_size=effective_batch, base_batch=config.base_batch,
+                   rule=config.lr_scaling.value, warmup_ratio=config.warmup_ratio,
+                   max_warmup_ratio=config.max_warmup_ratio,
+                   batches_per_epoch=len(train_loader),
+                   accumulation_steps=config.accumulation_steps, epochs=config.epochs)
+    optimizer = make_optimizer(model, plan.lr, config.weight_decay)
+    scheduler = scheduler_factory(optimizer, plan)
+    dtype = amp_dtype(config.mixed_precision)
+    autocast_ctx = (nullcontext() if dtype is None
+                    else torch.autocast(device.type, dtype=dtype))
+    # fp16 needs loss scaling; bf16 has fp32's exponent range and fp32 needs none. A disabled
+    # scaler's scale/unscale_/step/update are no-ops, so every precision runs the same code.
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    guard = CollapseGuard(config.collapse_warn_ratio, config.collapse_stop_ratio,
+                          config.collapse_patience)
+    stopper = EarlyStopping(config.selection_metric, config.early_stopping_patience)
+    publisher = CheckpointPublisher(store, store_prefix, sink) if store is not None else None
+    start_epoch, global_step = 0, 0
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        scaler.load_state_dict(resume_state["scaler"])
+        guard.load_state_dict(resume_state["callbacks"][guard.state_key])
+        stopper.load_state_dict(resume_state["callbacks"][stopper.state_key])
+        for cb in callbacks:
+            if cb.state_key:
+                cb.load_state_dict(resume_state["callbacks"].get(cb.state_key, {}))
+        ckpt.set_rng_state(resume_state["rng"])
+        start_epoch, global_step = int(resume_state["epoch"]), int(resume_state["global_step"])
+        if publisher is not None:
+            publisher.load_state_dict(resume_state["callbacks"].get("publisher", {}))
+    n_params = sum(p.numel() for p in model.parameters())
+    banner = {
+        "model": config.model, "parameters": n_params, "device": str(device),
+        "train_examples": len(train_loader.dataset),  # type: ignore[arg-type]
+        "label_counts": list(label_counts), "class_weights": [round(w, 4) for w in
+                                                              weights.tolist()],
+        "batch_size": config.batch_size, "accumulation_steps": config.accumulation_steps,
+        "effective_batch": effective_batch, "lr": plan.lr, "lr_factor": plan.factor,
+        "warmup_ratio": plan.warmup_ratio, "warmup_steps": plan.warmup_steps,
+        "total_steps": plan.total_steps, "mixed_precision": config.mixed_precision.value,
+        "start_epoch": start_epoch, "config": config.model_dump(mode="json"),
+    }
+    log.info("model %s: %.2fM parameters on %s", config.model, n_params / 1e6, device)
+    log.info("labels safe/vulnerable %s -> class weights %s", list(label_counts),
+             [f"{w:.4f}" for w in weights.tolist()])
+    log.info(plan.banner(effective_batch, config.base_batch))
+    if start_epoch:
+        log.info("resuming after epoch %d (optimizer step %d)", start_epoch, global_step)
+    sink.start(banner)
+    for cb in callbacks:
+        cb.on_train_start(banner)
+
+    history: list[dict[str, Any]] = []
+    stop: Decision | None = None
+    samples_seen, train_time = 0, 0.0
+    n_batches, accum = len(train_loader), config.accumulation_steps
+    for epoch in range(start_epoch, config.epochs):
+        # --- one epoch of optimizer steps -----------------------------------------------
+        sampler = train_loader.batch_sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        group_loss = torch.zeros((), device=device, dtype=torch.float32)
+        epoch_samples = 0
+        batches = train_loader
+        if progress:
+            from tqdm.auto import tqdm
+            batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}",
+                           leave=False, dynamic_ncols=True)
+        for i, batch in enumerate(batches):
+            # The last group of an epoch may be short: divide by its real size so the
+            # accumulated gradient is the mean of its micro-batch losses, exactly.
+            group_size = min(accum, n_batches - (i // accum) * accum)
+            labels = batch["labels"].to(device, non_blocking=True)
+            with autocast_ctx:
+                logits = model(input_ids=batch["input_ids"].to(device, non_blocking=True),
+                               attention_mask=batch["attention_mask"].to(device,
+                                                                         non_blocking=True)
+                               ).logits
+            loss = criterion(logits.float(), labels)
+            scaler.scale(loss / group_size).backward()
+            group_loss += loss.detach() / group_size
+            loss_sum += loss.detach().double() * labels.numel()
+            epoch_samples += labels.numel()
+            if (i + 1) % accum and i + 1 != n_batches:
+                continue
+            # .item() is a CPU-GPU sync once per optimizer step: the price of never applying a
+            # NaN update (it would poison every weight before any epoch-level check saw it).
+            step_loss = float(group_loss.item())
+            group_loss.zero_()
+            if not math.isfinite(step_loss):
+                stop = Decision(True, StopReason.NON_FINITE_LOSS,
+                                f"training loss became {step_loss} at optimizer step "
+                                f"{global_step + 1} (epoch {epoch + 1}); update not applied")
+                optimizer.zero_grad(set_to_none=True)
+                break
+            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()  # once per optimizer step, never per epoch
+            optimizer.zero_grad(set_to_none=True)
+            global_step += 1
+            if progress and hasattr(batches, "set_postfix"):
+                batches.set_postfix(loss=f"{step_loss:.4f}",
+                                    lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
+            step_stop = _first_stop([cb.on_step_end(global_step) for cb in callbacks])
+            if step_stop is not None:
+                stop = step_stop
+                break
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        epoch_time = time.perf_counter() - t0
+        samples_seen += epoch_samples
+        train_time += epoch_time
+        if stop is not None:  # non-finite loss or cancel mid-epoch: keep the last checkpoint
+            break
+
+        # --- evaluate, guard, report ------------------------------------------------------
+        val = evaluate(model, val_loader, criterion, device, autocast_ctx)
+        decision = guard.evaluate(val)
+        is_best, early = stopper.evaluate(
+            val.as_dict().get(config.selection_metric), epoch + 1,
+            eligible=not decision.stop and guard.healthy)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1, "step": global_step,
+            "train_loss": float(loss_sum.item() / max(epoch_samples, 1)),
+            "val_loss": val.loss, **val.as_dict(),
+            "lr": float(scheduler.get_last_lr()[0]),
+            "train_samples_per_s": epoch_samples / max(epoch_time, 1e-9),
+            "epoch_time_s": epoch_time, "warnings": decision.warnings,
+            "is_best": is_best, "collapse_streak": guard.consecutive,
+        }
+        record.pop("loss")
+        history.append(record)
+        log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  acc %.4f  P %.4f  R %.4f  "
+                 "F1 %.4f  MCC %.4f  AUC %s%s", epoch + 1, config.epochs, record["train_loss"],
+                 val.loss, val.accuracy, val.precision, val.recall, val.f1, val.mcc,
+                 "n/a" if val.roc_auc is None else f"{val.roc_auc:.4f}",
+                 "  (best)" if is_best else "")
+        log.info("  %s", format_distribution(val))
+        sink.log_epoch(record)
+        for text in decision.warnings:
+            log.warning("  WARNING collapse risk: %s", text)
+            sink.event("warning", {"epoch": epoch + 1, "message": text,
+                                   "prediction_distribution": val.pred_distribution})
+
+        # --- checkpoint: last always, best only among epochs that passed the guard --------
+        state = {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": ckpt.rng_state(),
+            "epoch": epoch + 1, "global_step": global_step,
+            "callbacks": {guard.state_key: guard.state_dict(),
+                          stopper.state_key: stopper.state_dict(),
+                          **{cb.state_key: cb.state_dict() for cb in callbacks if cb.state_key},
+                          "publisher": publisher.state_dict() if publisher else {}},
+        }
+        meta = {"epoch": epoch + 1, "global_step": global_step, "metrics": record,
+                "best_metric": stopper.best, "best_epoch": stopper.best_epoch,
+                "selection_metric": config.selection_metric,
+                "class_weights": weights.tolist(), "label_counts": list(label_counts)}
+        ckpt.save_checkpoint(ckpt_dir / "last", model=model, tokenizer=tokenizer, state=state,
+                             meta=meta, train_config_json=config.to_json())
+        if is_best:
+            ckpt.copy_checkpoint(ckpt_dir / "last", ckpt_dir / "best")
+        if publisher is not None:
+            publisher.publish(ckpt_dir / "last", epoch=epoch + 1, is_best=is_best,
+                              metrics=record)
+        stop = _first_stop([decision, early,
+                            *[cb.on_epoch_end(epoch + 1, record) for cb in callbacks]])
+        if stop is not None:
+            break
+
+    # --- outcome, then the best checkpoint on the test split -------------------------------
+    if stop is None:
+        outcome, message = StopReason.COMPLETED, f"completed {config.epochs} epoch(s)"
+    else:
+        outcome, message = stop.reason or StopReason.COMPLETED, stop.message
+    result = RunResult(outcome, message, stopper.best_epoch, stopper.best,
+                       len(history) + start_epoch, global_step, history=history,
+                       train_samples_per_s=samples_seen / max(train_time, 1e-9))
+    best_dir = ckpt_dir / "best"
+    if best_dir.is_dir():
+        ckpt.export_model_dir(best_dir, work_dir / "model")
+        if test_loader is not None:
+            load_model(model, str(best_dir / "model.safetensors"), device=str(device))
+            test = evaluate(model, test_loader, criterion, device, autocast_ctx)
+            result.test_metrics = ckpt.to_native(test.as_dict())
+            log.info("test (best epoch %s): acc %.4f  F1 %.4f  MCC %.4f  %s", result.best_epoch,
+                     test.accuracy, test.f1, test.mcc, format_distribution(test))
+            sink.event("test", {"best_epoch": result.best_epoch, **result.test_metrics})
+    log.info("outcome: %s: %s", outcome.value, message)
+    for cb in callbacks:
+        cb.on_train_end(outcome.value)
+    sink.finish(outcome.value, message)
+    return result

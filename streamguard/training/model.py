@@ -1,0 +1,98 @@
+"""Build the classifier and its tokenizer: a hub/local model, or a random-init RoBERTa.
+
+Real users name a hub model (`microsoft/codebert-base`) or a local directory; tests and demos
+use `tiny`, a ~1.3 M-parameter RoBERTa with a byte-level BPE trained on the training split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
+
+from streamguard.errors import InvalidTrainConfig
+from streamguard.spec import SCRATCH_MODELS, TrainConfig
+
+# Models whose position ids start after the padding index, so 2 positions are unusable.
+_PADDED_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}
+
+
+def position_limit(model_config: Any) -> int | None:
+    """Longest sequence (special tokens included) the model's position embeddings allow."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    if getattr(model_config, "model_type", "") in _PADDED_POSITIONS:
+        limit -= (getattr(model_config, "pad_token_id", 1) or 0) + 1
+    return int(limit)
+
+
+def check_max_seq_len(config: TrainConfig, model_config: Any) -> None:
+    limit = position_limit(model_config)
+    if limit is not None and config.max_seq_len > limit:
+        raise InvalidTrainConfig([{
+            "field": "max_seq_len",
+            "message": f"{config.max_seq_len} exceeds the position limit of model "
+                       f"{config.model!r}; allowed: 8..{limit}"}])
+
+
+def _set_dropout(model_config: Any, dropout: float) -> None:
+    for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout",
+                 "attention_dropout"):
+        if hasattr(model_config, attr):
+            setattr(model_config, attr, dropout)
+
+
+def build_scratch(config: TrainConfig, train_texts: Sequence[str],
+                  ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Random-init RoBERTa plus a BPE tokenizer trained on the training texts."""
+    from streamguard.tokenizer import train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer(train_texts, vocab_size=config.tokenizer_vocab_size,
+                                    max_len=config.max_seq_len)
+    arch = SCRATCH_MODELS[config.model]
+    model_config = RobertaConfig(
+        vocab_size=len(tokenizer), max_position_embeddings=config.max_seq_len + 2,
+        type_vocab_size=1, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout,
+        num_labels=2, id2label={0: "safe", 1: "vulnerable"},
+        label2id={"safe": 0, "vulnerable": 1}, **arch)
+    return RobertaForSequenceClassification(model_config), tokenizer
+
+
+def load_pretrained(name_or_path: str | Path, config: TrainConfig,
+                    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A hub model or local directory with a fresh 2-label head (or a checkpoint folder)."""
+    model_config = AutoConfig.from_pretrained(name_or_path, num_labels=2,
+                                              id2label={0: "safe", 1: "vulnerable"},
+                                              label2id={"safe": 0, "vulnerable": 1})
+    _set_dropout(model_config, config.dropout)
+    check_max_seq_len(config, model_config)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+    if not tokenizer.is_fast:
+        raise InvalidTrainConfig([{"field": "model",
+                                   "message": f"{name_or_path!r} has no fast tokenizer"}])
+    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, config=model_config)
+    return model, tokenizer
+
+
+def build_model(config: TrainConfig, train_texts: Sequence[str], *,
+                checkpoint: Path | None = None,
+                ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """From a checkpoint folder when resuming, else from config.model."""
+    if checkpoint is not None:
+        return load_pretrained(checkpoint, config)
+    if config.is_scratch_model:
+        return build_scratch(config, train_texts)
+    return load_pretrained(config.model, config)

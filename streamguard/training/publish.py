@@ -1,0 +1,45 @@
+"""Publish checkpoints to an artifact store: immutable epoch folders, then moving pointers.
+
+Each epoch's `last` folder is uploaded once to `<prefix>checkpoints/epoch-NNNN/` with a sha256
+manifest written after every file; only then do the `last.json` / `best.json` pointers move, so
+a reader never sees a half-uploaded checkpoint. Folders no pointer references are deleted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from streamguard.manifest import publish_dir, write_pointer
+from streamguard.sinks import MetricSink
+from streamguard.storage import ArtifactStore
+
+
+class CheckpointPublisher:
+    def __init__(self, store: ArtifactStore, prefix: str, sink: MetricSink) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.sink = sink
+        self.pointers: dict[str, str] = {}  # "last" / "best" -> version key prefix
+
+    def publish(self, local_dir: Path, *, epoch: int, is_best: bool,
+                metrics: dict[str, Any]) -> None:
+        version = f"{self.prefix}checkpoints/epoch-{epoch:04d}"
+        manifest = publish_dir(self.store, local_dir, version)
+        size = sum(int(f["size"]) for f in manifest["files"])
+        previous = set(self.pointers.values())
+        for name in ("last", "best") if is_best else ("last",):
+            payload = {"name": name, "epoch": epoch, "key_prefix": version,
+                       "size_bytes": size, "manifest": manifest, "metrics": metrics}
+            write_pointer(self.store, f"{self.prefix}checkpoints/{name}.json", payload)
+            self.pointers[name] = version
+            self.sink.event("checkpoint", payload)
+        for stale in previous - set(self.pointers.values()):
+            for obj in self.store.list(stale + "/"):
+                self.store.delete(obj.key)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pointers": dict(self.pointers)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pointers = dict(state.get("pointers", {}))
