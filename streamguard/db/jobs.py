@@ -1,0 +1,347 @@
+"""Job repository: submission, paging, the status state machine, and leases with fencing.
+
+State machine (every change is a `job_transitions` row plus a `status` event)::
+
+    queued  -> running | cancelled | failed
+    running -> queued (reclaimed) | completed | early_stopped | collapsed | non_finite_loss
+               | cancelled | failed
+    terminal -> (nothing)
+
+Workers own a job through a lease. `claim_job` bumps `fencing_token`; every worker write passes
+the token and goes through `assert_fresh`, so a worker whose lease was taken over (a broker
+redelivery, a GC pause past the lease) fails with `StaleLease` instead of overwriting the new
+owner's progress. All functions take keyword arguments and leave committing to the caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from streamguard.db.models import (
+    TERMINAL_STATUSES,
+    EventKind,
+    Job,
+    JobEvent,
+    JobStatus,
+    JobTransition,
+    UtcDateTime,
+    utcnow,
+)
+from streamguard.errors import JobNotFound, JobStateConflict, StreamGuardError
+
+ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
+    JobStatus.RUNNING: frozenset({JobStatus.QUEUED}) | TERMINAL_STATUSES,
+    **{status: frozenset() for status in TERMINAL_STATUSES},
+}
+
+
+class StaleLease(StreamGuardError):
+    """The caller's fencing token is no longer the job's: another worker owns it now."""
+
+    code = "stale_lease"
+
+
+class InvalidCursor(StreamGuardError):
+    """A paging cursor that this API did not hand out."""
+
+    code = "invalid_cursor"
+
+
+class DuplicateIdempotencyKey(StreamGuardError):
+    """The tenant already submitted a job with this Idempotency-Key; `job_id` is that job."""
+
+    code = "conflict"
+
+    def __init__(self, job_id: str, idempotency_key: str) -> None:
+        super().__init__(f"Idempotency-Key {idempotency_key!r} was already used by job {job_id}",
+                         field="idempotency_key")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    ok: bool  # False: the lease is lost (stale token or job no longer running); stop now
+    cancel_requested: bool
+
+
+# --- cursors ---------------------------------------------------------------------------------
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    """Opaque cursor for keyset paging on (created_at, id), newest first."""
+    raw = json.dumps([created_at.isoformat(), row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, row_id = json.loads(raw)
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None or not isinstance(row_id, str):
+            raise ValueError(cursor)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidCursor("invalid cursor: pass the next_cursor of the previous page, or omit "
+                            "it for the first page", field="cursor") from exc
+    return created_at, row_id
+
+
+# --- submission and reads --------------------------------------------------------------------
+
+def _record(session: Session, *, job_id: str, from_status: str | None, to_status: str,
+            reason: str, **extra: Any) -> None:
+    session.add(JobTransition(job_id=job_id, from_status=from_status, to_status=to_status,
+                              reason=reason))
+    session.add(JobEvent(job_id=job_id, kind=EventKind.STATUS.value,
+                         payload={"status": to_status, "from": from_status, "reason": reason,
+                                  **extra}))
+    session.flush()
+
+
+def _expire(session: Session, job_id: str) -> None:
+    """Drop cached attributes of a Job changed behind the ORM's back by a Core UPDATE."""
+    job = session.identity_map.get(session.identity_key(Job, job_id))
+    if job is not None:
+        session.expire(job)
+
+
+def create_job(*, session: Session, tenant_id: str, spec: dict[str, Any], total_epochs: int,
+               name: str | None = None, idempotency_key: str | None = None,
+               request_hash: str | None = None) -> Job:
+    """Insert a queued job. Raises DuplicateIdempotencyKey (session stays usable) on reuse."""
+    job = Job(tenant_id=tenant_id, spec=spec, total_epochs=total_epochs, name=name,
+              idempotency_key=idempotency_key, request_hash=request_hash,
+              status=JobStatus.QUEUED.value)
+    try:
+        with session.begin_nested():  # a savepoint, so a duplicate does not doom the transaction
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        existing = None
+        if idempotency_key is not None:
+            existing = get_job_by_idempotency_key(session=session, tenant_id=tenant_id,
+                                                  idempotency_key=idempotency_key)
+        if existing is None:
+            raise
+        raise DuplicateIdempotencyKey(existing.id, idempotency_key or "") from None
+    _record(session, job_id=job.id, from_status=None, to_status=JobStatus.QUEUED.value,
+            reason="submitted")
+    return job
+
+
+def get_job(*, session: Session, job_id: str, tenant_id: str | None = None) -> Job | None:
+    """The job, or None (also None for another tenant's job when `tenant_id` is given)."""
+    job = session.get(Job, job_id)
+    if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
+        return None
+    return job
+
+
+def get_job_or_raise(*, session: Session, job_id: str, tenant_id: str | None = None) -> Job:
+    job = get_job(session=session, job_id=job_id, tenant_id=tenant_id)
+    if job is None:
+        raise JobNotFound(f"job {job_id!r} not found; list yours with GET /v1/jobs",
+                          field="job_id")
+    return job
+
+
+def get_job_by_idempotency_key(*, session: Session, tenant_id: str,
+                               idempotency_key: str) -> Job | None:
+    return session.scalars(sa.select(Job).where(
+        Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key)).one_or_none()
+
+
+def list_jobs(*, session: Session, tenant_id: str, status: JobStatus | str | None = None,
+              limit: int, cursor: str | None = None) -> tuple[list[Job], str | None]:
+    """A page of the tenant's jobs, newest first; returns (jobs, next_cursor or None)."""
+    stmt = sa.select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        stmt = stmt.where(Job.status == JobStatus(status).value)
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor)
+        stmt = stmt.where(sa.or_(Job.created_at < created_at,
+                                 sa.and_(Job.created_at == created_at, Job.id < last_id)))
+    rows = list(session.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc())
+                                .limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
+
+
+def list_transitions(*, session: Session, job_id: str) -> list[JobTransition]:
+    return list(session.scalars(sa.select(JobTransition).where(JobTransition.job_id == job_id)
+                                .order_by(JobTransition.id)))
+
+
+# --- state machine ---------------------------------------------------------------------------
+
+def transition(*, session: Session, job: Job, to_status: JobStatus | str, reason: str) -> Job:
+    """Move `job` to `to_status` (compare-and-set on its current status).
+
+    Raises:
+        JobStateConflict: the move is not allowed from the current status (the message lists
+            the allowed targets), or the status changed concurrently.
+    """
+    current, target = JobStatus(job.status), JobStatus(to_status)
+    allowed = ALLOWED_TRANSITIONS[current]
+    if target not in allowed:
+        options = ", ".join(sorted(allowed)) or "none: the job is finished"
+        raise JobStateConflict(f"job {job.id} is {current}; cannot move to {target} "
+                               f"(allowed: {options})", field="status")
+    now = utcnow()
+    values: dict[str, Any] = {"status": target.value}
+    if target == JobStatus.RUNNING:
+        values["started_at"] = job.started_at or now
+    if target in TERMINAL_STATUSES or target == JobStatus.QUEUED:
+        values |= {"lease_owner": None, "lease_expires_at": None}
+    if target in TERMINAL_STATUSES:
+        values |= {"finished_at": now, "outcome_message": reason}
+    result = session.execute(sa.update(Job).where(Job.id == job.id, Job.status == current.value)
+                             .values(**values), execution_options={"synchronize_session": False})
+    session.refresh(job)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise JobStateConflict(f"job {job.id} changed concurrently: it is now {job.status}; "
+                               f"retry if {target} is still wanted", field="status")
+    _record(session, job_id=job.id, from_status=current.value, to_status=target.value,
+            reason=reason)
+    return job
+
+
+def request_cancel(*, session: Session, job: Job) -> Job:
+    """Cancel a queued job at once; flag a running one (its worker stops at the next check).
+
+    Raises:
+        JobStateConflict: the job already finished.
+    """
+    result = session.execute(
+        sa.update(Job).where(Job.id == job.id, Job.status.not_in(TERMINAL_STATUSES))
+        .values(cancel_requested=True), execution_options={"synchronize_session": False})
+    session.refresh(job)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise JobStateConflict(f"job {job.id} is {job.status}; only queued or running jobs can "
+                               "be cancelled", field="status")
+    if job.status == JobStatus.QUEUED:
+        try:
+            transition(session=session, job=job, to_status=JobStatus.CANCELLED,
+                       reason="cancelled before start")
+        except JobStateConflict:
+            pass  # a worker claimed it meanwhile; it sees cancel_requested and stops
+    return job
+
+
+# --- leases and fencing ----------------------------------------------------------------------
+
+def claim_job(*, session: Session, job_id: str, worker_id: str, lease_s: int,
+              now: datetime | None = None) -> int | None:
+    """Take the lease of a queued job, or of a running job whose lease expired.
+
+    One conditional UPDATE per case, so two workers can never both win. Returns the new fencing
+    token, or None when the job is finished, cancel was requested, or another lease is live.
+    """
+    now = now or utcnow()
+    values = {
+        "status": JobStatus.RUNNING.value,
+        "fencing_token": Job.fencing_token + 1,
+        "attempts": Job.attempts + 1,
+        "lease_owner": worker_id,
+        "lease_expires_at": now + timedelta(seconds=lease_s),
+        "heartbeat_at": now,
+        "started_at": sa.func.coalesce(Job.started_at, sa.literal(now, UtcDateTime())),
+    }
+    base = sa.update(Job).where(Job.id == job_id, Job.cancel_requested.is_(False))
+    cases = [
+        (JobStatus.QUEUED, Job.status == JobStatus.QUEUED.value, "claimed by {w}"),
+        (JobStatus.RUNNING,
+         sa.and_(Job.status == JobStatus.RUNNING.value,
+                 sa.or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)),
+         "lease expired; reclaimed by {w}"),
+    ]
+    for from_status, condition, reason in cases:
+        row = session.execute(
+            base.where(condition).values(**values).returning(Job.fencing_token, Job.attempts),
+            execution_options={"synchronize_session": False}).first()
+        if row is not None:
+            _expire(session, job_id)
+            _record(session, job_id=job_id, from_status=from_status.value,
+                    to_status=JobStatus.RUNNING.value, reason=reason.format(w=worker_id),
+                    attempt=row.attempts, worker=worker_id)
+            return int(row.fencing_token)
+    return None
+
+
+def heartbeat(*, session: Session, job_id: str, token: int, lease_s: int,
+              now: datetime | None = None) -> HeartbeatResult:
+    """Extend the lease if `token` still owns the running job; reports cancel requests."""
+    now = now or utcnow()
+    row = session.execute(
+        sa.update(Job).where(Job.id == job_id, Job.fencing_token == token,
+                             Job.status == JobStatus.RUNNING.value)
+        .values(lease_expires_at=now + timedelta(seconds=lease_s), heartbeat_at=now)
+        .returning(Job.cancel_requested),
+        execution_options={"synchronize_session": False}).first()
+    _expire(session, job_id)
+    if row is None:
+        cancel = session.scalar(sa.select(Job.cancel_requested).where(Job.id == job_id))
+        return HeartbeatResult(ok=False, cancel_requested=bool(cancel))
+    return HeartbeatResult(ok=True, cancel_requested=bool(row.cancel_requested))
+
+
+def assert_fresh(*, session: Session, job_id: str, token: int) -> None:
+    """Guard for every worker write: `token` must still own the running job.
+
+    On PostgreSQL the job row stays locked (FOR UPDATE) until the caller's commit, so a
+    concurrent claim cannot slip in between this check and the write. SQLite serialises
+    writers; a writer with a stale snapshot fails with "database is locked" instead.
+
+    Raises:
+        JobNotFound: no such job.
+        StaleLease: the token is stale or the job is no longer running.
+    """
+    row = session.execute(sa.select(Job.fencing_token, Job.status)
+                          .where(Job.id == job_id).with_for_update()).first()
+    if row is None:
+        raise JobNotFound(f"job {job_id!r} not found", field="job_id")
+    if row.fencing_token != token or row.status != JobStatus.RUNNING.value:
+        raise StaleLease(f"job {job_id}: lease token {token} is stale (current token "
+                         f"{row.fencing_token}, status {row.status}); stop without writing")
+
+
+def record_progress(*, session: Session, job_id: str, token: int, current_epoch: int,
+                    best_epoch: int | None = None, best_metric: float | None = None) -> None:
+    """Fenced update of the job's progress summary."""
+    assert_fresh(session=session, job_id=job_id, token=token)
+    values: dict[str, Any] = {"current_epoch": current_epoch}
+    if best_epoch is not None:
+        values |= {"best_epoch": best_epoch, "best_metric": best_metric}
+    session.execute(sa.update(Job).where(Job.id == job_id).values(**values),
+                    execution_options={"synchronize_session": False})
+    _expire(session, job_id)
+
+
+def finish_job(*, session: Session, job_id: str, token: int, status: JobStatus | str,
+               message: str, best_epoch: int | None = None, best_metric: float | None = None,
+               test_metrics: dict[str, Any] | None = None) -> Job:
+    """Fenced move of a running job to a terminal status, releasing the lease."""
+    target = JobStatus(status)
+    if target not in TERMINAL_STATUSES:
+        raise JobStateConflict(f"finish_job needs a terminal status, got {target} (allowed: "
+                               f"{', '.join(sorted(TERMINAL_STATUSES))})", field="status")
+    assert_fresh(session=session, job_id=job_id, token=token)
+    job = get_job_or_raise(session=session, job_id=job_id)
+    session.refresh(job)
+    if best_epoch is not None:
+        job.best_epoch, job.best_metric = best_epoch, best_metric
+    if test_metrics is not None:
+        job.test_metrics = test_metrics
+    session.flush()
+    return transition(session=session, job=job, to_status=target, reason=message)

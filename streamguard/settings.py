@@ -1,0 +1,162 @@
+"""Deployment settings: where StreamGuard runs (database, Redis, broker, storage, worker, API).
+
+This is the only module that reads the environment. Every variable is `SG_`-prefixed and nested
+sections use `__`, e.g.::
+
+    SG_ENV=prod SG_DB__URL=postgresql+psycopg://sg:secret@db/streamguard \
+    SG_REDIS__URL=redis://redis:6379/0 SG_STORAGE__URI=s3://bucket/prefix streamguard up
+
+Per-job hyperparameters are *not* here: they are `streamguard.spec.TrainConfig`. Read settings
+through `get_settings()` (cached) so tests can override the dependency or clear the cache.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Passwords copied from examples; refused in URLs unless `env == "dev"`.
+PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme"})
+
+DAY_S = 24 * 3600
+DEFAULT_DATA_DIR = Path("./.streamguard")
+
+
+class DbSettings(BaseModel):
+    """SQLAlchemy URL. `postgresql://` URLs are run with psycopg 3."""
+
+    url: str = f"sqlite:///{DEFAULT_DATA_DIR.as_posix()}/streamguard.db"
+
+
+class RedisSettings(BaseModel):
+    """Redis for live pub/sub of job events. None: no pub/sub, the SSE stream polls the DB."""
+
+    url: str | None = None
+
+
+class BrokerSettings(BaseModel):
+    """Celery broker. None: an embedded filesystem broker under `data_dir/broker`."""
+
+    url: str | None = None
+    # Redis redelivers an unacknowledged task after this long even while it still runs
+    # (celery/celery#5935), so it must exceed the longest job; the DB lease is the real guard.
+    visibility_timeout_s: int = Field(default=7 * DAY_S, gt=0)
+
+
+class StorageSettings(BaseModel):
+    """Artifact store (`file:///abs/path` or `s3://bucket/prefix`). Default: data_dir/artifacts."""
+
+    uri: str = ""
+    s3_endpoint_url: str | None = None
+    presign_expiry_s: int = Field(default=3600, gt=0)
+
+
+class WorkerSettings(BaseModel):
+    """GPU worker: job wall-time limit, lease timing, queue and scratch space."""
+
+    max_job_runtime_s: int = Field(default=3 * DAY_S, gt=0)
+    lease_s: int = Field(default=120, gt=0)
+    heartbeat_s: int = Field(default=30, gt=0)
+    queue: str = "gpu"
+    work_dir: Path = DEFAULT_DATA_DIR / "work"
+
+
+class ApiSettings(BaseModel):
+    """HTTP API limits."""
+
+    max_upload_mb: int = Field(default=512, gt=0)
+    page_size_max: int = Field(default=200, gt=0)
+    sse_ping_s: int = Field(default=15, gt=0)
+
+
+class Settings(BaseSettings):
+    """The whole deployment configuration, validated once at startup.
+
+    Raises:
+        pydantic.ValidationError: a placeholder secret outside dev, a broker visibility timeout
+            not above the job wall-time limit, or a heartbeat not shorter than the lease.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SG_", env_nested_delimiter="__",
+                                      extra="ignore")
+
+    env: Literal["dev", "prod"] = "dev"
+    data_dir: Path = DEFAULT_DATA_DIR
+    db: DbSettings = Field(default_factory=DbSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @model_validator(mode="after")
+    def _derive_and_check(self) -> Settings:
+        # Paths under data_dir follow data_dir unless they were set explicitly.
+        if "url" not in self.db.model_fields_set:
+            self.db.url = f"sqlite:///{self.data_dir.as_posix()}/streamguard.db"
+        if not self.storage.uri:
+            self.storage.uri = (self.data_dir.resolve() / "artifacts").as_uri()
+        if "work_dir" not in self.worker.model_fields_set:
+            self.worker.work_dir = self.data_dir / "work"
+
+        if self.broker.visibility_timeout_s <= self.worker.max_job_runtime_s:
+            raise ValueError(
+                f"broker.visibility_timeout_s ({self.broker.visibility_timeout_s}) must exceed "
+                f"worker.max_job_runtime_s ({self.worker.max_job_runtime_s}), or the broker "
+                "redelivers jobs that are still running")
+        if self.worker.heartbeat_s >= self.worker.lease_s:
+            raise ValueError(
+                f"worker.heartbeat_s ({self.worker.heartbeat_s}) must be shorter than "
+                f"worker.lease_s ({self.worker.lease_s})")
+        if self.env != "dev":
+            for name, url in self._urls().items():
+                password = urlsplit(url).password if url else None
+                if password and password.lower() in PLACEHOLDER_SECRETS:
+                    raise ValueError(
+                        f"{name} uses the placeholder password {password!r}; set a real secret "
+                        f"(placeholders are accepted only with env='dev')")
+        return self
+
+    def _urls(self) -> dict[str, str | None]:
+        return {"db.url": self.db.url, "redis.url": self.redis.url,
+                "broker.url": self.broker.url, "storage.uri": self.storage.uri,
+                "storage.s3_endpoint_url": self.storage.s3_endpoint_url}
+
+    # --- derived values for the broker -----------------------------------------------------
+
+    @property
+    def broker_dir(self) -> Path:
+        """Folder of the embedded filesystem broker (used when `broker.url` is None)."""
+        return self.data_dir / "broker"
+
+    def broker_url_resolved(self) -> str:
+        """The Celery broker URL: the configured one, or `filesystem://`."""
+        return self.broker.url or "filesystem://"
+
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Celery `broker_transport_options` matching `broker_url_resolved()`."""
+        if self.broker.url is None:
+            queue = str(self.broker_dir / "queue")
+            return {"data_folder_in": queue, "data_folder_out": queue,
+                    "processed_folder": str(self.broker_dir / "processed"),
+                    "polling_interval": 0.2}
+        return {"visibility_timeout": self.broker.visibility_timeout_s}
+
+    def ensure_dirs(self) -> None:
+        """Create data_dir and the local folders derived from it (idempotent)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.worker.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.broker.url is None:
+            for sub in ("queue", "processed"):
+                (self.broker_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide Settings, read from the environment once. `cache_clear()` in tests."""
+    return Settings()
