@@ -69,7 +69,7 @@ class CollapseGuard:
             if predicted == 0:
                 self.consecutive += 1
                 return Decision(True, StopReason.COLLAPSED,
-                                f"collapsed: no {label} predictions on {actual} {label} "
+                                f"no {label} predictions on {actual} {label} "
                                 f"validation examples; the model predicts one class only")
             if ratio < self.warn_ratio:
                 warnings.append(f"class {label} predicted {predicted} times for {actual} actual "
@@ -80,7 +80,7 @@ class CollapseGuard:
             self.consecutive += 1
             if self.consecutive >= self.patience:
                 return Decision(True, StopReason.COLLAPSED,
-                                f"collapsed: class {worst_label} predicted below "
+                                f"class {worst_label} predicted below "
                                 f"{self.stop_ratio:.0%} of its actual count for "
                                 f"{self.consecutive} consecutive epochs", warnings)
         else:

@@ -7,12 +7,23 @@ a reader never sees a half-uploaded checkpoint. Folders no pointer references ar
 
 from __future__ import annotations
 
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from streamguard.manifest import publish_dir, write_pointer
 from streamguard.sinks import MetricSink
-from streamguard.storage import ArtifactStore
+from streamguard.storage import ArtifactStore, sha256_file
+from streamguard.training.checkpoint import STATE_FILE
+
+
+def write_model_archive(checkpoint_dir: Path, archive: Path) -> None:
+    """A .tar.gz of the Hugging Face model directory (no training state) under `model/`."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for item in sorted(checkpoint_dir.iterdir()):
+            if item.is_file() and item.name != STATE_FILE:
+                tar.add(item, arcname=f"model/{item.name}")
 
 
 class CheckpointPublisher:
@@ -26,17 +37,25 @@ class CheckpointPublisher:
                 metrics: dict[str, Any]) -> None:
         version = f"{self.prefix}checkpoints/epoch-{epoch:04d}"
         manifest = publish_dir(self.store, local_dir, version)
-        size = sum(int(f["size"]) for f in manifest["files"])
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = Path(tmp) / "model.tar.gz"
+            write_model_archive(local_dir, archive)
+            archive_info = {"key": f"{version}.model.tar.gz", "size": archive.stat().st_size,
+                            "sha256": sha256_file(archive)}
+            self.store.put_file(archive, archive_info["key"])
         previous = set(self.pointers.values())
         for name in ("last", "best") if is_best else ("last",):
             payload = {"name": name, "epoch": epoch, "key_prefix": version,
-                       "size_bytes": size, "manifest": manifest, "metrics": metrics}
+                       "size_bytes": archive_info["size"], "sha256": archive_info["sha256"],
+                       "archive_key": archive_info["key"], "manifest": manifest,
+                       "metrics": metrics}
             write_pointer(self.store, f"{self.prefix}checkpoints/{name}.json", payload)
             self.pointers[name] = version
             self.sink.event("checkpoint", payload)
         for stale in previous - set(self.pointers.values()):
             for obj in self.store.list(stale + "/"):
                 self.store.delete(obj.key)
+            self.store.delete(f"{stale}.model.tar.gz")
 
     def state_dict(self) -> dict[str, Any]:
         return {"pointers": dict(self.pointers)}
