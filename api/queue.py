@@ -1,0 +1,36 @@
+"""The API's side of the broker: a Celery app used only to send tasks by name.
+
+The API never imports `worker`; it sends `worker.tasks.train_job` by name with the job id only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from celery import Celery
+
+from streamguard.settings import Settings
+
+TRAIN_TASK = "worker.tasks.train_job"
+
+#: Sends one job id to the workers; raises when the broker refuses it.
+Enqueue = Callable[[str], None]
+
+
+def build_celery(settings: Settings) -> Celery:
+    """A producer-only Celery app configured like the worker's (same broker and options)."""
+    app = Celery("streamguard-api", broker=settings.broker_url_resolved())
+    app.conf.broker_transport_options = settings.broker_transport_options()
+    app.conf.task_default_queue = settings.worker.queue
+    return app
+
+
+def celery_enqueue(app: Celery, queue: str) -> Enqueue:
+    """An `Enqueue` that publishes through `app`; a dead broker fails fast instead of hanging."""
+
+    def enqueue(job_id: str) -> None:
+        app.send_task(TRAIN_TASK, args=[job_id], queue=queue, retry=True,
+                      retry_policy={"max_retries": 2, "interval_start": 0,
+                                    "interval_step": 0.5, "interval_max": 1})
+
+    return enqueue

@@ -1,0 +1,64 @@
+"""/v1/jobs: submit, list, read, cancel, per-epoch metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from api.deps import CurrentTenant, EnqueueDep, JobDep, SessionDep, SettingsDep, StoreDep
+from api.routes import error_responses
+from api.schemas import EpochMetricPage, JobCreate, JobPage, JobRead
+from api.services import jobs as service
+from streamguard.db.models import JobStatus
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422))
+
+
+@router.post("", status_code=201, response_model=JobRead,
+             responses={200: {"model": JobRead, "description": "Idempotent replay: the job "
+                              "first created with this Idempotency-Key and body"},
+                        **error_responses(409, 503)})
+def submit_job(
+    body: JobCreate, response: Response, tenant: CurrentTenant, session: SessionDep,
+    settings: SettingsDep, store: StoreDep, enqueue: EnqueueDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobRead:
+    """Validate everything, store the job as queued, then queue it for a GPU worker."""
+    job, created = service.submit_job(session=session, store=store, settings=settings,
+                                      tenant_id=tenant.id, body=body, enqueue=enqueue,
+                                      idempotency_key=idempotency_key)
+    if not created:
+        response.status_code = 200
+    return service.read_job(session=session, job=job)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(tenant: CurrentTenant, session: SessionDep, settings: SettingsDep,
+              limit: Annotated[int, Query(ge=1)] = 50, cursor: str | None = None,
+              status: JobStatus | None = None) -> JobPage:
+    """Your jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    return service.list_jobs(session=session, settings=settings, tenant_id=tenant.id,
+                             limit=limit, cursor=cursor, status=status)
+
+
+@router.get("/{job_id}", response_model=JobRead, responses=error_responses(404))
+def get_job(job: JobDep, session: SessionDep) -> JobRead:
+    """Status, outcome, progress and ETA, best epoch, test metrics and every transition."""
+    return service.read_job(session=session, job=job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobRead, responses=error_responses(404, 409))
+def cancel_job(job: JobDep, session: SessionDep) -> JobRead:
+    """Queued: cancelled at once. Running: the worker stops after its current step."""
+    service.cancel_job(session=session, job=job)
+    return service.read_job(session=session, job=job)
+
+
+@router.get("/{job_id}/metrics", response_model=EpochMetricPage, responses=error_responses(404))
+def list_metrics(job: JobDep, session: SessionDep, settings: SettingsDep,
+                 offset: Annotated[int, Query(ge=0)] = 0,
+                 limit: Annotated[int, Query(ge=1)] = 100) -> EpochMetricPage:
+    """Per-epoch evaluation records: metrics, prediction distribution, confusion matrix."""
+    return service.list_metrics(session=session, settings=settings, job=job, offset=offset,
+                                limit=limit)

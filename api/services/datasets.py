@@ -1,0 +1,100 @@
+"""Dataset use cases: receive an upload (size-limited), validate, inspect, store, record."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy.orm import Session
+
+from api.errors import PayloadTooLarge
+from api.schemas import DatasetPage, DatasetRead, DatasetStats
+from api.services.jobs import check_limit
+from streamguard.datasets import inspect_files, read_examples
+from streamguard.db import datasets as datasets_repo
+from streamguard.db.models import Dataset
+from streamguard.errors import DataError
+from streamguard.settings import Settings
+from streamguard.storage import ArtifactStore
+
+CHUNK = 1024 * 1024
+
+
+def dataset_key(tenant_id: str, dataset_id: str) -> str:
+    return f"tenants/{tenant_id}/datasets/{dataset_id}.jsonl"
+
+
+def _copy_limited(src: BinaryIO, dest: Path, max_bytes: int) -> tuple[int, str]:
+    """Copy in 1 MiB chunks, hashing as we go; PayloadTooLarge as soon as the limit is passed."""
+    digest = hashlib.sha256()
+    size = 0
+    with dest.open("wb") as out:
+        while chunk := src.read(CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"the file is larger than {max_bytes // CHUNK} MiB, this "
+                                      "deployment's upload limit; split it or ask for a higher "
+                                      "api.max_upload_mb", field="file")
+            digest.update(chunk)
+            out.write(chunk)
+    return size, digest.hexdigest()
+
+
+def upload_dataset(*, session: Session, store: ArtifactStore, settings: Settings,
+                   tenant_id: str, src: BinaryIO, filename: str | None,
+                   name: str | None) -> Dataset:
+    """Validate the JSONL upload (every line), inspect it, store it and record it.
+
+    Raises:
+        PayloadTooLarge: above `settings.api.max_upload_mb`.
+        DataError: bad lines (listed by line number) or no rows at all.
+    """
+    label = filename or "upload.jsonl"
+    with tempfile.TemporaryDirectory(prefix="sg-upload-") as tmp:
+        path = Path(tmp) / "data.jsonl"
+        size, sha256 = _copy_limited(src, path, settings.api.max_upload_mb * CHUNK)
+        try:
+            read_examples(path)
+        except DataError as exc:  # name the upload, not our temp file
+            raise DataError(label, exc.problems, total=exc.total,
+                            summary=str(exc.message).splitlines()[0].replace(str(path), label)
+                            ) from None
+        stats = _stats(inspect_files([path])["files"][0])
+        dataset = datasets_repo.create_dataset(
+            session=session, tenant_id=tenant_id, name=name or label, storage_key="",
+            size_bytes=size, sha256=sha256, stats=stats)
+        dataset.storage_key = dataset_key(tenant_id, dataset.id)
+        store.put_file(path, dataset.storage_key)
+    try:
+        session.commit()
+    except Exception:
+        store.delete(dataset.storage_key)  # no row, no object
+        raise
+    return dataset
+
+
+def _stats(file_stats: dict[str, Any]) -> dict[str, Any]:
+    keep = ("rows", "n_safe", "n_vulnerable", "vulnerable_fraction", "duplicates", "chars")
+    return {key: file_stats[key] for key in keep}
+
+
+def to_read(dataset: Dataset) -> DatasetRead:
+    return DatasetRead(id=dataset.id, name=dataset.name, size_bytes=dataset.size_bytes,
+                       sha256=dataset.sha256, stats=DatasetStats.model_validate(dataset.stats),
+                       created_at=dataset.created_at)
+
+
+def read_dataset(*, session: Session, tenant_id: str, dataset_id: str) -> DatasetRead:
+    """Raises DatasetNotFound for a missing or foreign id."""
+    return to_read(datasets_repo.get_dataset_or_raise(session=session, tenant_id=tenant_id,
+                                                      dataset_id=dataset_id))
+
+
+def list_datasets(*, session: Session, settings: Settings, tenant_id: str, limit: int,
+                  cursor: str | None) -> DatasetPage:
+    check_limit(limit, settings)
+    rows, next_cursor = datasets_repo.list_datasets(session=session, tenant_id=tenant_id,
+                                                    limit=limit, cursor=cursor)
+    return DatasetPage(items=[to_read(d) for d in rows], next_cursor=next_cursor)

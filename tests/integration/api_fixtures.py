@@ -1,0 +1,137 @@
+"""Fixtures for the API tests: a migrated PostgreSQL database, apps over a local or S3 store,
+tenants with keys, and an enqueue function that records instead of talking to a broker.
+
+Import what a test module needs (tests/integration/conftest.py is owned elsewhere). The API
+commits in its own sessions (and the SSE stream opens another), so these tests use one fresh
+database per session and a fresh tenant per test instead of per-test rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from api.deps import get_enqueue
+from api.main import create_app
+from streamguard.db.migrate import upgrade
+from streamguard.db.session import make_engine, make_session_factory
+from streamguard.db.tenants import create_tenant_key
+from streamguard.settings import Settings
+from tests.integration.db_fixtures import fresh_pg_database
+
+
+@pytest.fixture(scope="session")
+def api_db_url() -> Iterator[str]:
+    """A fresh PostgreSQL database migrated to head, for every API test of the session."""
+    with fresh_pg_database() as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def api_sessions(api_db_url: str) -> Iterator[Callable[[], Session]]:
+    """A session factory on the API database, for arranging rows the way a worker would."""
+    engine = make_engine(api_db_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@dataclass
+class ApiHarness:
+    client: TestClient
+    settings: Settings
+    sessions: Callable[[], Session]
+    enqueued: list[str] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)  # tenant label -> API key
+    tenant_ids: dict[str, str] = field(default_factory=dict)
+    fail_enqueue: bool = False
+
+    def auth(self, tenant: str = "a") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[tenant]}"}
+
+    def add_tenant(self, label: str) -> None:
+        with self.sessions() as session:
+            tenant, key = create_tenant_key(session=session,
+                                            tenant_name=f"{label}-{uuid.uuid4().hex[:10]}")
+            session.commit()
+        self.keys[label], self.tenant_ids[label] = key, tenant.id
+
+    def upload(self, rows: list[dict[str, Any]] | bytes, tenant: str = "a",
+               name: str = "train.jsonl") -> Any:
+        data = rows if isinstance(rows, bytes) else \
+            "".join(json.dumps(r) + "\n" for r in rows).encode()
+        return self.client.post("/v1/datasets", headers=self.auth(tenant),
+                                files={"file": (name, data, "application/x-ndjson")})
+
+    def dataset_id(self, tenant: str = "a") -> str:
+        response = self.upload(good_rows(), tenant)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def job_body(self, tenant: str = "a", **overrides: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": "tiny",
+            "datasets": {"train": {"dataset_id": self.dataset_id(tenant)},
+                         "val": {"dataset_id": self.dataset_id(tenant)}},
+            "config": {"model": "tiny", "epochs": 2, "batch_size": 8, "max_seq_len": 64},
+        }
+        body.update(overrides)
+        return body
+
+
+def good_rows(n: int = 12) -> list[dict[str, Any]]:
+    return [{"func": f"int f{i}(int x) {{ return x + {i}; }}", "target": i % 2, "id": i}
+            for i in range(n)]
+
+
+def make_harness(tmp_path: Path, db_url: str, sessions: Callable[[], Session], *,
+                 storage_uri: str | None = None, endpoint_url: str | None = None,
+                 max_upload_mb: int = 2) -> Iterator[ApiHarness]:
+    settings = Settings(
+        data_dir=tmp_path / "data", db={"url": db_url},
+        storage={"uri": storage_uri or (tmp_path / "artifacts").as_uri(),
+                 "s3_endpoint_url": endpoint_url},
+        redis={"url": None}, api={"max_upload_mb": max_upload_mb, "sse_ping_s": 1})
+    app = create_app(settings)
+    harness: ApiHarness
+
+    def recording_enqueue() -> Callable[[str], None]:
+        def enqueue(job_id: str) -> None:
+            if harness.fail_enqueue:
+                raise ConnectionError("broker down (test)")
+            harness.enqueued.append(job_id)
+        return enqueue
+
+    app.dependency_overrides[get_enqueue] = recording_enqueue
+    with TestClient(app) as client:
+        harness = ApiHarness(client=client, settings=settings, sessions=sessions)
+        harness.add_tenant("a")
+        harness.add_tenant("b")
+        yield harness
+
+
+@pytest.fixture(name="api")
+def api_fixture(tmp_path: Path, api_db_url: str,
+        api_sessions: Callable[[], Session]) -> Iterator[ApiHarness]:
+    """The API over a LocalArtifactStore, two fresh tenants `a` and `b`, recorded enqueues."""
+    yield from make_harness(tmp_path, api_db_url, api_sessions)
+
+
+@pytest.fixture(name="s3_api")
+def s3_api_fixture(tmp_path: Path, api_db_url: str, api_sessions: Callable[[], Session],
+           s3_server: str) -> Iterator[ApiHarness]:
+    """The same API over an S3 store (moto server) in a fresh bucket with prefix `sg`."""
+    from streamguard.storage import S3ArtifactStore
+
+    bucket = f"sg-api-{uuid.uuid4().hex[:10]}"
+    S3ArtifactStore(bucket, "sg", endpoint_url=s3_server).ensure_bucket()
+    yield from make_harness(tmp_path, api_db_url, api_sessions,
+                            storage_uri=f"s3://{bucket}/sg", endpoint_url=s3_server)
