@@ -94,12 +94,12 @@ def good_rows(n: int = 12) -> list[dict[str, Any]]:
 
 def make_harness(tmp_path: Path, db_url: str, sessions: Callable[[], Session], *,
                  storage_uri: str | None = None, endpoint_url: str | None = None,
-                 max_upload_mb: int = 2) -> Iterator[ApiHarness]:
+                 max_upload_mb: int = 2, redis_url: str | None = None) -> Iterator[ApiHarness]:
     settings = Settings(
         data_dir=tmp_path / "data", db={"url": db_url},
         storage={"uri": storage_uri or (tmp_path / "artifacts").as_uri(),
                  "s3_endpoint_url": endpoint_url},
-        redis={"url": None}, api={"max_upload_mb": max_upload_mb, "sse_ping_s": 1})
+        redis={"url": redis_url}, api={"max_upload_mb": max_upload_mb, "sse_ping_s": 1})
     app = create_app(settings)
     harness: ApiHarness
 
@@ -123,6 +123,16 @@ def api_fixture(tmp_path: Path, api_db_url: str,
         api_sessions: Callable[[], Session]) -> Iterator[ApiHarness]:
     """The API over a LocalArtifactStore, two fresh tenants `a` and `b`, recorded enqueues."""
     yield from make_harness(tmp_path, api_db_url, api_sessions)
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(name="redis_api")
+def redis_api_fixture(tmp_path: Path, api_db_url: str,
+                      api_sessions: Callable[[], Session]) -> Iterator[ApiHarness]:
+    """The API with live SSE notifications through the local Redis."""
+    yield from make_harness(tmp_path, api_db_url, api_sessions, redis_url=REDIS_URL)
 
 
 @pytest.fixture(name="s3_api")

@@ -25,6 +25,7 @@ api_db_url = api_fixtures.api_db_url
 api_sessions = api_fixtures.api_sessions
 api_fixture = api_fixtures.api_fixture  # the `api` fixture
 s3_api_fixture = api_fixtures.s3_api_fixture  # the `s3_api` fixture
+redis_api_fixture = api_fixtures.redis_api_fixture  # the `redis_api` fixture
 
 pytestmark = pytest.mark.integration
 
@@ -368,6 +369,47 @@ def test_sse_replays_after_last_event_id_and_ends_at_the_terminal_status(api: Ap
     last = int(events[-1]["id"])
     with api.client.stream("GET", url, headers=api.auth() | {"Last-Event-ID": str(last)}) as r:
         assert parse_sse(r.read().decode()) == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fixture", ["api", "redis_api"])
+def test_sse_tails_live_events_until_the_job_finishes(fixture: str,
+                                                      request: pytest.FixtureRequest) -> None:
+    """Without Redis the stream polls the DB; with it, the worker's notification wakes it."""
+    import threading
+    import time
+
+    import redis
+
+    api: ApiHarness = request.getfixturevalue(fixture)
+    job_id = submit(api, api.job_body()).json()["id"]
+    token = run_job(api, job_id)
+    publisher = redis.Redis.from_url(api_fixtures.REDIS_URL)
+
+    def worker() -> None:  # writes like the worker: commit the row, then publish its id
+        time.sleep(0.8)
+        for epoch in (1, 2):
+            with api.sessions() as session:
+                event = metrics_repo.add_event(session=session, job_id=job_id,
+                                               kind=EventKind.EPOCH, payload={"epoch": epoch})
+                session.commit()
+            publisher.publish(f"job:{job_id}:events", json.dumps({"id": event.id}))
+            time.sleep(0.3)
+        finish(api, job_id, token, JobStatus.COMPLETED, "completed 2 epochs")
+        publisher.publish(f"job:{job_id}:events", "{}")
+
+    thread = threading.Thread(target=worker)
+    started = time.monotonic()
+    with api.client.stream("GET", f"/v1/jobs/{job_id}/events", headers=api.auth()) as response:
+        thread.start()
+        events = parse_sse(response.read().decode())
+    thread.join()
+    publisher.close()
+    assert [e["event"] for e in events] == ["status", "status", "epoch", "epoch", "status"]
+    assert json.loads(events[-1]["data"])["status"] == "completed"
+    ids = [int(e["id"]) for e in events]
+    assert ids == sorted(ids)
+    assert time.monotonic() - started < 10
 
 
 # --- checkpoints -------------------------------------------------------------------------------
