@@ -138,8 +138,14 @@ def test_upload_that_is_not_jsonl_is_422(api: ApiHarness) -> None:
 def test_upload_over_the_limit_is_413(api: ApiHarness) -> None:
     big = (json.dumps({"func": "x" * 1000, "target": 0}) + "\n").encode() * 3000  # ~3 MB > 2
     response = api.upload(big)
-    assert response.status_code == 413
+    assert response.status_code == 413  # refused from Content-Length, before the body is read
     assert error_of(response)["code"] == "payload_too_large"
+    # Just over the limit (within the multipart allowance): the handler's byte count refuses it.
+    line = (json.dumps({"func": "y" * 1000, "target": 1}) + "\n").encode()
+    just_over = line * (2 * 1024 * 1024 // len(line) + 5)
+    response = api.upload(just_over)
+    assert response.status_code == 413 and error_of(response)["field"] == "file"
+    assert api.client.get("/v1/datasets", headers=api.auth()).json()["items"] == []
 
 
 # --- job submission ----------------------------------------------------------------------------
