@@ -1,0 +1,264 @@
+"""The Celery task body against real PostgreSQL and a local artifact store.
+
+`train_job.run(job_id)` is called directly (no eager mode, no broker), as a worker would run it:
+claim with a lease, heartbeat, fetch datasets, train a tiny model, record epochs, events and
+checkpoints, finish. Redelivery is simulated by a crash (a BaseException, like a killed process:
+the task cannot mark the job failed) followed by lease expiry and a second delivery.
+
+Run: .venv/bin/pytest -m integration tests/integration/test_worker.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from streamguard.db import Job, JobEvent, JobStatus
+from streamguard.db.datasets import create_dataset
+from streamguard.db.jobs import (
+    StaleLease,
+    claim_job,
+    create_job,
+    heartbeat,
+    list_transitions,
+    request_cancel,
+)
+from streamguard.db.metrics import list_checkpoints, list_epochs
+from streamguard.db.migrate import upgrade
+from streamguard.db.models import utcnow
+from streamguard.db.tenants import get_or_create_tenant
+from streamguard.settings import Settings, get_settings
+from streamguard.storage import LocalArtifactStore, sha256_file
+from streamguard.synth import synth_examples, write_jsonl
+from tests.integration.db_fixtures import fresh_pg_database
+from worker import tasks
+from worker.runtime import session_factory
+from worker.sinks import DbMetricSink
+from worker.tasks import train_job
+
+pytestmark = pytest.mark.integration
+
+# A from-scratch model needs ~100+ optimizer steps before its first evaluation or it still
+# predicts one class and the collapse guard (rightly) stops the run: 1,200 rows / batch 8 = 150.
+CONFIG = {"model": "tiny", "max_seq_len": 96, "tokenizer_vocab_size": 600, "batch_size": 8,
+          "lr": 1e-3, "epochs": 2, "early_stopping_patience": 0}
+
+
+@pytest.fixture(scope="module")
+def worker_db_url() -> Iterator[str]:
+    with fresh_pg_database() as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("synth")
+    sizes = {"train": 1200, "val": 100, "test": 100}
+    for i, (name, n) in enumerate(sizes.items()):
+        write_jsonl(synth_examples(n, seed=i, vulnerable_fraction=0.46, id_prefix=name),
+                    folder / f"{name}.jsonl")
+    return {name: folder / f"{name}.jsonl" for name in sizes}
+
+
+@dataclass
+class World:
+    settings: Settings
+    sessions: Callable[[], Session]
+    store: LocalArtifactStore
+    splits: dict[str, Path]
+
+    def submit(self, tenant: str = "acme", **overrides: Any) -> str:
+        """A tenant with uploaded datasets and a queued job; returns the job id."""
+        with self.sessions() as session, session.begin():
+            tenant_id = get_or_create_tenant(session=session, name=tenant).id
+            refs: dict[str, Any] = {}
+            for split, path in self.splits.items():
+                ds = create_dataset(session=session, tenant_id=tenant_id, name=split,
+                                    storage_key="pending", size_bytes=path.stat().st_size,
+                                    sha256=sha256_file(path))
+                ds.storage_key = f"tenants/{tenant_id}/datasets/{ds.id}.jsonl"
+                self.store.put_file(path, ds.storage_key)
+                # val by uri, the others by id: both kinds of reference are exercised
+                refs[split] = ({"uri": self.store.uri(ds.storage_key)} if split == "val"
+                               else {"dataset_id": ds.id})
+            spec = {"name": "t", "datasets": refs, "config": CONFIG, "max_runtime_s": None}
+            spec.update(overrides)
+            return create_job(session=session, tenant_id=tenant_id, spec=spec,
+                              total_epochs=CONFIG["epochs"]).id
+
+    def job(self, job_id: str) -> Job:
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return job
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        with self.sessions() as session:
+            return list(session.scalars(sa.select(JobEvent).where(JobEvent.job_id == job_id)
+                                        .order_by(JobEvent.id)))
+
+    def expire_lease(self, job_id: str) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(sa.update(Job).where(Job.id == job_id).values(
+                lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+
+@pytest.fixture
+def world(worker_db_url: str, splits: dict[str, Path], tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    for name, value in {"SG_DATA_DIR": str(tmp_path / "data"), "SG_DB__URL": worker_db_url,
+                        "SG_STORAGE__URI": (tmp_path / "store").as_uri(),
+                        "SG_WORKER__LEASE_S": "30", "SG_WORKER__HEARTBEAT_S": "1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("SG_REDIS__URL", "SG_BROKER__URL", "SG_WORKER__WORK_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    settings = get_settings()
+    yield World(settings, session_factory(worker_db_url), LocalArtifactStore(tmp_path / "store"),
+                splits)
+    get_settings.cache_clear()
+
+
+def epoch_events(events: list[JobEvent]) -> list[int]:
+    return [e.payload["epoch"] for e in events if e.kind == "epoch"]
+
+
+def test_train_job_trains_records_and_finishes(world: World) -> None:
+    job_id = world.submit()
+
+    assert train_job.run(job_id) == "completed"
+
+    job = world.job(job_id)
+    assert job.status == JobStatus.COMPLETED and job.outcome_message == "completed 2 epoch(s)"
+    assert job.lease_owner is None and job.current_epoch == 2 and job.attempts == 1
+    assert job.best_epoch in (1, 2) and job.test_metrics and "f1" in job.test_metrics
+    with world.sessions() as session:
+        epochs = list_epochs(session=session, job_id=job_id)
+        checkpoints = {c.name: c for c in list_checkpoints(session=session, job_id=job_id)}
+    assert [e.epoch for e in epochs] == [1, 2]
+    for row in epochs:
+        dist = row.record["prediction_distribution"]
+        assert dist["predicted_vulnerable"] + dist["predicted_safe"] == 100
+    events = world.events(job_id)
+    statuses = [e.payload["status"] for e in events if e.kind == "status"]
+    assert statuses == ["queued", "running", "completed"]
+    assert events[0].kind == "status" and events[-1].kind == "status"
+    assert epoch_events(events) == [1, 2]
+    kinds = [e.kind for e in events if e.kind != "warning"]
+    # each epoch record is followed by its checkpoint event(s) before the next epoch
+    assert kinds[:4] == ["status", "status", "epoch", "checkpoint"]
+    assert kinds[-1] == "status" and kinds.count("epoch") == 2
+    assert set(checkpoints) == {"best", "last"} and checkpoints["last"].epoch == 2
+    prefix = f"tenants/{job.tenant_id}/jobs/{job_id}/checkpoints/"
+    for ckpt in checkpoints.values():
+        assert ckpt.key_prefix == f"{prefix}epoch-{ckpt.epoch:04d}"
+        archive = world.store.get_bytes(ckpt.manifest["archive_key"])
+        assert hashlib.sha256(archive).hexdigest() == ckpt.manifest["archive_sha256"]
+        assert len(archive) == ckpt.size_bytes
+    assert world.store.exists(f"{prefix}last.json")
+    assert not (world.settings.worker.work_dir / job_id).exists()  # scratch space cleaned
+
+
+def test_stale_token_cannot_write(world: World) -> None:
+    job_id = world.submit()
+    with world.sessions() as session, session.begin():
+        first = claim_job(session=session, job_id=job_id, worker_id="w1", lease_s=30)
+    assert first is not None
+    with world.sessions() as session, session.begin():  # a live lease is not taken over
+        assert claim_job(session=session, job_id=job_id, worker_id="w2", lease_s=30) is None
+    world.expire_lease(job_id)
+    with world.sessions() as session, session.begin():
+        second = claim_job(session=session, job_id=job_id, worker_id="w2", lease_s=30)
+    assert second == first + 1
+
+    stale = DbMetricSink(world.sessions, job_id, first)
+    with pytest.raises(StaleLease):
+        stale.log_epoch({"epoch": 1, "f1": 0.5})
+    with pytest.raises(StaleLease):
+        stale.event("warning", {"epoch": 1, "message": "late"})
+    with world.sessions() as session, session.begin():
+        assert not heartbeat(session=session, job_id=job_id, token=first, lease_s=30).ok
+    DbMetricSink(world.sessions, job_id, second).log_epoch({"epoch": 1, "f1": 0.5})
+    assert epoch_events(world.events(job_id)) == [1]
+    # and the task's second delivery, arriving while w2's lease is live, returns at once
+    assert train_job.run(job_id) is None
+
+
+def test_job_cancelled_while_queued_never_starts(world: World) -> None:
+    job_id = world.submit()
+    with world.sessions() as session, session.begin():
+        job = session.get(Job, job_id)
+        assert job is not None
+        request_cancel(session=session, job=job)
+
+    assert train_job.run(job_id) is None
+
+    job = world.job(job_id)
+    assert job.status == JobStatus.CANCELLED and job.attempts == 0 and job.started_at is None
+    with world.sessions() as session:
+        assert [t.to_status for t in list_transitions(session=session, job_id=job_id)] == [
+            "queued", "cancelled"]
+    assert not (world.settings.worker.work_dir / job_id).exists()
+
+
+def test_dataset_outside_tenant_prefix_fails_the_job(world: World) -> None:
+    other = world.submit(tenant="other")
+    other_train = world.job(other).spec["datasets"]["train"]["dataset_id"]
+    job_id = world.submit(datasets={"train": {"uri": world.store.uri(
+        f"tenants/{world.job(other).tenant_id}/datasets/{other_train}.jsonl")},
+        "val": {"dataset_id": other_train}, "test": None})
+
+    assert train_job.run(job_id) == "failed"
+
+    job = world.job(job_id)
+    assert job.status == JobStatus.FAILED and "is not readable by this job" in (
+        job.outcome_message or "")
+
+
+class SimulatedCrash(BaseException):
+    """Like a killed worker process: not an Exception, so the task cannot record a failure."""
+
+
+class CrashAfterFirstCheckpoint(DbMetricSink):
+    def event(self, kind: str, payload: Mapping[str, Any]) -> None:
+        super().event(kind, payload)
+        if kind == "checkpoint" and payload["name"] == "last" and payload["epoch"] == 1:
+            raise SimulatedCrash
+
+
+def test_redelivery_resumes_from_last_checkpoint(world: World,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = world.submit()
+    monkeypatch.setattr(tasks, "DbMetricSink", CrashAfterFirstCheckpoint)
+    with pytest.raises(SimulatedCrash):
+        train_job.run(job_id)
+    job = world.job(job_id)
+    assert job.status == JobStatus.RUNNING and job.current_epoch == 1 and job.lease_owner
+    # The broker redelivers to another machine: no local scratch, and the lease must lapse.
+    shutil.rmtree(world.settings.worker.work_dir / job_id)
+    monkeypatch.setattr(tasks, "DbMetricSink", DbMetricSink)
+    assert train_job.run(job_id) is None  # the dead worker's lease is still live
+
+    world.expire_lease(job_id)
+    assert train_job.run(job_id) == "completed"
+
+    job = world.job(job_id)
+    assert job.attempts == 2 and job.fencing_token == 2 and job.current_epoch == 2
+    events = world.events(job_id)
+    assert epoch_events(events) == [1, 2]  # epoch 1 was not trained again
+    with world.sessions() as session:
+        reasons = [t.reason for t in list_transitions(session=session, job_id=job_id)]
+        assert [e.epoch for e in list_epochs(session=session, job_id=job_id)] == [1, 2]
+    assert any(r.startswith("lease expired; reclaimed by") for r in reasons)
+    assert [e.payload["status"] for e in events if e.kind == "status"] == [
+        "queued", "running", "running", "completed"]

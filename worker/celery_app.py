@@ -1,0 +1,38 @@
+"""The Celery application of the GPU workers, configured once from `get_settings()`.
+
+    celery -A worker.celery_app:app worker --pool=solo --concurrency=1 -Q gpu --loglevel=INFO
+
+One process per GPU (`--concurrency=1`), one reserved task at a time (`prefetch_multiplier=1`),
+and late acks: a worker that dies mid-job leaves the message unacknowledged, so the broker
+redelivers it and the next worker reclaims the job's lease and resumes from the `last`
+checkpoint. The database lease (with fencing) is the real guard against a job running twice;
+on Redis the visibility timeout is set above the longest job (see `Settings`).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from streamguard.settings import get_settings
+
+TRAIN_TASK = "worker.tasks.train_job"
+
+settings = get_settings()
+settings.ensure_dirs()  # the filesystem broker needs its folders before the first poll
+
+app = Celery("streamguard", include=["worker.tasks"])
+app.conf.update(
+    broker_url=settings.broker_url_resolved(),
+    broker_transport_options=settings.broker_transport_options(),
+    broker_connection_retry_on_startup=True,
+    task_ignore_result=True,  # job state lives in the database, not in a result backend
+    task_serializer="json",
+    accept_content=["json"],
+    worker_prefetch_multiplier=1,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_default_queue=settings.worker.queue,
+    task_routes={TRAIN_TASK: {"queue": settings.worker.queue}},
+    worker_hijack_root_logger=False,
+    worker_send_task_events=False,
+)

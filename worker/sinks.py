@@ -1,0 +1,141 @@
+"""Worker-side metric sink: every record goes to the database (fenced), then to Redis pub/sub.
+
+The row is committed first and only its id is published on `job:{job_id}:events`, so an SSE
+subscriber that joins late (or misses a message) backfills from the database and never sees an
+event the database does not have. A stale lease token raises `StaleLease` out of the sink: the
+training loop aborts, which is right, because another worker owns the job now.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from streamguard.db import EventKind
+from streamguard.db.jobs import assert_fresh, record_progress
+from streamguard.db.metrics import add_event, upsert_checkpoint, upsert_epoch
+
+log = logging.getLogger("streamguard.worker")
+
+#: Event kinds the `job_events` table accepts; others (e.g. `test`) are kept on the sink.
+STORED_KINDS = frozenset(kind.value for kind in EventKind)
+
+
+def events_channel(job_id: str) -> str:
+    """The Redis pub/sub channel announcing new event ids of a job."""
+    return f"job:{job_id}:events"
+
+
+class EventPublisher(Protocol):
+    def publish(self, job_id: str, event_id: int) -> None:
+        """Announce that event `event_id` of `job_id` is in the database."""
+
+
+class NullPublisher:
+    """No Redis configured: SSE streams poll the database instead."""
+
+    def publish(self, job_id: str, event_id: int) -> None:
+        pass
+
+
+class RedisEventPublisher:
+    """Publishes `{"id": event_id}` on `job:{job_id}:events`. Failures are logged, not raised:
+    the event is already committed, and SSE readers fall back to reading the database."""
+
+    def __init__(self, redis_url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(redis_url)
+
+    def publish(self, job_id: str, event_id: int) -> None:
+        try:
+            self.client.publish(events_channel(job_id), json.dumps({"id": event_id}))
+        except Exception as exc:  # noqa: BLE001 - pub/sub is best effort by design
+            log.warning("could not publish event %s of job %s: %s", event_id, job_id, exc)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_publisher(redis_url: str | None) -> EventPublisher:
+    return RedisEventPublisher(redis_url) if redis_url else NullPublisher()
+
+
+class DbMetricSink:
+    """MetricSink writing epochs, events and checkpoint records of one leased job.
+
+    Args:
+        session_factory: makes the sink's own session (one per write, committed at once).
+        job_id: the job.
+        token: the fencing token from `claim_job`; every write is checked against it.
+        publisher: announces committed event ids (`NullPublisher` without Redis).
+
+    Raises:
+        StaleLease: from any write once another worker has claimed the job.
+    """
+
+    def __init__(self, session_factory: Callable[[], Session], job_id: str, token: int,
+                 publisher: EventPublisher | None = None) -> None:
+        self.session_factory = session_factory
+        self.job_id = job_id
+        self.token = token
+        self.publisher = publisher or NullPublisher()
+        self.test_metrics: dict[str, Any] | None = None
+        self.selection_metric = "f1"
+
+    def _write(self, kind: str, payload: dict[str, Any],
+               fenced: Callable[[Session], None]) -> int:
+        with self.session_factory() as session, session.begin():
+            fenced(session)  # the fenced writes; they lock the job row until commit
+            event_id = add_event(session=session, job_id=self.job_id, kind=kind,
+                                 payload=payload).id
+        self.publisher.publish(self.job_id, event_id)
+        return event_id
+
+    def start(self, config: Mapping[str, Any]) -> None:
+        self.selection_metric = config.get("config", {}).get("selection_metric", "f1")
+        log.info("job %s: training starts at epoch %s (token %s)", self.job_id,
+                 config.get("start_epoch", 0), self.token)
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        record = dict(record)
+        epoch = int(record["epoch"])
+
+        def fenced(session: Session) -> None:
+            upsert_epoch(session=session, job_id=self.job_id, token=self.token, epoch=epoch,
+                         record=record)
+            is_best = bool(record.get("is_best"))
+            record_progress(session=session, job_id=self.job_id, token=self.token,
+                            current_epoch=epoch, best_epoch=epoch if is_best else None,
+                            best_metric=record.get(self.selection_metric) if is_best else None)
+
+        self._write(EventKind.EPOCH.value, record, fenced)
+
+    def event(self, kind: str, payload: Mapping[str, Any]) -> None:
+        payload = dict(payload)
+        if kind == "test":
+            self.test_metrics = payload  # the task stores it on the job with finish_job
+        if kind not in STORED_KINDS:
+            log.info("job %s: %s event kept on the job row, not as an event", self.job_id, kind)
+            return
+
+        def fenced(session: Session) -> None:
+            if kind != EventKind.CHECKPOINT.value:
+                assert_fresh(session=session, job_id=self.job_id, token=self.token)
+                return
+            upsert_checkpoint(  # fenced itself
+                session=session, job_id=self.job_id, token=self.token, name=payload["name"],
+                epoch=int(payload["epoch"]), key_prefix=payload["key_prefix"],
+                size_bytes=int(payload["size_bytes"]),
+                manifest={**payload["manifest"], "archive_key": payload["archive_key"],
+                          "archive_sha256": payload["sha256"]},
+                metrics=payload.get("metrics", {}))
+
+        self._write(kind, payload, fenced)
+
+    def finish(self, outcome: str, message: str) -> None:
+        pass  # the task finishes the job (fenced), which also records the status event

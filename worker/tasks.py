@@ -1,0 +1,74 @@
+"""Celery tasks. `train_job` is a thin adapter: claim, build collaborators, run, record.
+
+The training itself is `streamguard.training.run`; the helpers are in `worker.runtime`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+from celery import Task
+
+from streamguard.db import JobStatus
+from streamguard.db.jobs import StaleLease
+from streamguard.errors import StreamGuardError
+from streamguard.settings import get_settings
+from streamguard.spec import parse_train_config
+from streamguard.storage import store_from_uri
+from streamguard.training import run
+from worker import runtime
+from worker.celery_app import TRAIN_TASK, app
+from worker.sinks import DbMetricSink, make_publisher
+
+log = logging.getLogger("streamguard.worker")
+
+
+@app.task(bind=True, name=TRAIN_TASK)
+def train_job(self: Task, job_id: str) -> str | None:
+    """Train job `job_id`; returns its final status, or None when this worker did not own it."""
+    settings = get_settings()
+    factory = runtime.session_factory(settings.db.url)
+    claim = runtime.claim(factory, job_id=job_id, owner=runtime.worker_id(self.request.hostname),
+                          lease_s=settings.worker.lease_s)
+    if claim is None:  # finished, cancelled before start, or another worker's lease is live
+        log.info("job %s: not claimable; skipping this delivery", job_id)
+        return None
+    token, work_dir = claim.token, settings.worker.work_dir / job_id
+    store = store_from_uri(settings.storage.uri, endpoint_url=settings.storage.s3_endpoint_url)
+    sink = DbMetricSink(factory, job_id, token, make_publisher(settings.redis.url))
+    hb = runtime.Heartbeat(factory, job_id=job_id, token=token, lease_s=settings.worker.lease_s,
+                           interval_s=settings.worker.heartbeat_s)
+    max_runtime = min(claim.spec.get("max_runtime_s") or settings.worker.max_job_runtime_s,
+                      settings.worker.max_job_runtime_s)
+    cancel = runtime.Canceller(factory, job_id=job_id, heartbeat=hb, started_at=claim.started_at,
+                               max_runtime_s=max_runtime)
+    with hb:
+        try:
+            config = parse_train_config(claim.spec.get("config") or {})
+            data = runtime.fetch_datasets(factory, store, tenant_id=claim.tenant_id,
+                                          spec=claim.spec, data_dir=work_dir / "data")
+            result = run(config, train_path=data.train, val_path=data.val, test_path=data.test,
+                         work_dir=work_dir, sink=sink, store=store,
+                         store_prefix=f"tenants/{claim.tenant_id}/jobs/{job_id}/",
+                         should_cancel=cancel)
+            status, message = runtime.outcome_status(result, cancel)
+            extra = {"best_epoch": result.best_epoch, "best_metric": result.best_metric,
+                     "test_metrics": result.test_metrics or sink.test_metrics}
+        except StaleLease as exc:
+            log.warning("job %s: %s", job_id, exc)
+            return None
+        except StreamGuardError as exc:  # bad data or config: the user's to fix, no retry
+            status, message, extra = JobStatus.FAILED, exc.message, {}
+        except Exception as exc:  # a bug or an infrastructure failure: fail, log, no retry
+            log.exception("job %s failed", job_id)
+            status, message, extra = JobStatus.FAILED, f"{type(exc).__name__}: {exc}", {}
+    try:
+        runtime.finish(factory, job_id=job_id, token=token, status=status, message=message,
+                       **extra)
+    except StaleLease as exc:
+        log.warning("job %s: finished as %s but %s", job_id, status, exc)
+        return None
+    shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints and the model are in the store
+    log.info("job %s: %s: %s", job_id, status, message)
+    return status.value
