@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from streamguard import cli_data
     cli_data.register(sub)
+    from streamguard import cli_service
+    cli_service.register(sub)
     return parser
 
 
