@@ -1,0 +1,99 @@
+"""docker-compose.yml: the services, their start order, health checks, the GPU reservation, and
+SG_ variables that name real Settings fields (a typo would be silently ignored at runtime).
+
+`docker-compose config` (Debian's docker-compose v1 validates offline) runs too where installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from streamguard.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def interpolate_defaults(value: str) -> str:
+    """`${VAR:-default}` -> `default`, as compose does when VAR is unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def settings_path_exists(name: str) -> bool:
+    """Whether SG_A__B names Settings.a.b (env_prefix SG_, nested delimiter __)."""
+    model: type[BaseModel] = Settings
+    parts = name.removeprefix("SG_").lower().split("__")
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+        if i < len(parts) - 1:
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                return False
+            model = annotation
+    return True
+
+
+def test_services_and_start_order(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"api", "worker", "postgres", "redis", "minio", "minio-init", "migrate"} <= set(
+        services)
+    for name in ("postgres", "redis", "minio", "api", "worker"):
+        assert services[name]["healthcheck"]["test"], name
+    assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("api", "worker"):
+        deps = services[name]["depends_on"]
+        assert deps["migrate"]["condition"] == "service_completed_successfully"
+        assert deps["minio-init"]["condition"] == "service_completed_successfully"
+        assert deps["redis"]["condition"] == "service_healthy"
+    assert "mc mb" in " ".join(services["minio-init"]["command"])
+
+
+def test_worker_reserves_a_gpu_and_runs_one_task_at_a_time(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert {"--pool=solo", "--concurrency=1"} <= set(worker["command"])
+    assert "cuda" in worker["build"]["args"]["BASE_IMAGE"]
+    assert (ROOT / worker["build"]["dockerfile"]).is_file()
+
+
+def test_env_names_match_settings_and_are_valid(compose: dict[str, Any],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("api", "worker", "migrate"):
+        env = compose["services"][name]["environment"]
+        sg = {k: str(v) for k, v in env.items() if k.startswith("SG_")}
+        assert sg, name
+        unknown = [k for k in sg if not settings_path_exists(k)]
+        assert not unknown, f"{name}: not Settings fields: {unknown}"
+        # and the values pass Settings' own checks (visibility timeout > runtime, ...)
+        for key in [k for k in os.environ if k.startswith("SG_")]:
+            monkeypatch.delenv(key)
+        for key, value in sg.items():
+            monkeypatch.setenv(key, interpolate_defaults(value))
+        settings = Settings()
+        assert settings.env == "prod" and settings.broker.url and settings.redis.url
+        assert settings.db.url == "postgresql://streamguard:streamguard-local@postgres:5432/streamguard"
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_docker_compose_config_validates() -> None:
+    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
