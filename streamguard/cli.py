@@ -100,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(handler=cmd_train)
 
-    from streamguard import cli_data
-    cli_data.register(sub)
+    import importlib.util
+    if importlib.util.find_spec("streamguard.cli_data"):
+        from streamguard import cli_data
+        cli_data.register(sub)
     from streamguard import cli_service
     cli_service.register(sub)
     return parser
@@ -109,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own per-epoch bar and report are enough
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
