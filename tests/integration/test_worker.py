@@ -53,6 +53,18 @@ CONFIG = {"model": "tiny", "max_seq_len": 96, "tokenizer_vocab_size": 600, "batc
           "lr": 1e-3, "epochs": 2, "early_stopping_patience": 0}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on 2 shared cores, 2 OpenMP threads spin against other processes
+    (an epoch measured 155 s instead of 8 s while another test run was busy)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def worker_db_url() -> Iterator[str]:
     with fresh_pg_database() as url:
