@@ -274,3 +274,33 @@ def test_redelivery_resumes_from_last_checkpoint(world: World,
     assert any(r.startswith("lease expired; reclaimed by") for r in reasons)
     assert [e.payload["status"] for e in events if e.kind == "status"] == [
         "queued", "running", "running", "completed"]
+
+
+def test_events_are_committed_then_announced_on_redis(world: World) -> None:
+    import json
+
+    import redis
+
+    from worker.sinks import RedisEventPublisher, events_channel
+
+    job_id = world.submit()
+    with world.sessions() as session, session.begin():
+        token = claim_job(session=session, job_id=job_id, worker_id="w1", lease_s=30)
+    assert token is not None
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    pubsub = client.pubsub()
+    pubsub.subscribe(events_channel(job_id))
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    publisher = RedisEventPublisher("redis://127.0.0.1:6379/0")
+    try:
+        DbMetricSink(world.sessions, job_id, token, publisher).event(
+            "warning", {"epoch": 1, "message": "few vulnerable predictions"})
+        message = pubsub.get_message(timeout=5)
+        assert message is not None and message["type"] == "message"
+        announced = json.loads(message["data"])["id"]
+        # the announced row is already readable from another session (committed first)
+        assert [e.id for e in world.events(job_id) if e.kind == "warning"] == [announced]
+    finally:
+        pubsub.close()
+        publisher.close()
+        client.close()
