@@ -171,7 +171,7 @@ class JobEventRead(BaseModel):
     """One SSE message: `id:` is `id`, `event:` is `kind`, `data:` is `payload` as JSON."""
 
     id: int
-    kind: Literal["status", "epoch", "warning", "checkpoint"] | str
+    kind: Literal["status", "epoch", "warning", "checkpoint", "test"] | str
     payload: dict[str, Any]
 
 

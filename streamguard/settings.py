@@ -144,6 +144,7 @@ class Settings(BaseSettings):
             queue = str(self.broker_dir / "queue")
             return {"data_folder_in": queue, "data_folder_out": queue,
                     "processed_folder": str(self.broker_dir / "processed"),
+                    "control_folder": str(self.broker_dir / "control"),
                     "polling_interval": 0.2}
         return {"visibility_timeout": self.broker.visibility_timeout_s}
 
@@ -152,7 +153,7 @@ class Settings(BaseSettings):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.worker.work_dir.mkdir(parents=True, exist_ok=True)
         if self.broker.url is None:
-            for sub in ("queue", "processed"):
+            for sub in ("queue", "processed", "control"):
                 (self.broker_dir / sub).mkdir(parents=True, exist_ok=True)
 
 

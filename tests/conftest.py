@@ -47,10 +47,14 @@ def sample_jsonl(src: Path, dst: Path, n: int, *, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="session")
 def devign_sample(devign: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Small deterministic train/val/test samples of real Devign (short functions only)."""
+    """Deterministic, class-stratified train/val/test samples of real Devign.
+
+    3,000 training rows at batch 16 give ~190 optimizer steps per epoch: a from-scratch tiny
+    model needs that many before its first evaluation, or it still predicts one class.
+    """
     out = tmp_path_factory.mktemp("devign_sample")
     return {
-        "train": sample_jsonl(devign / "train.jsonl", out / "train.jsonl", 400, seed=1),
-        "val": sample_jsonl(devign / "valid.jsonl", out / "val.jsonl", 160, seed=2),
-        "test": sample_jsonl(devign / "valid.jsonl", out / "test.jsonl", 120, seed=3),
+        "train": sample_jsonl(devign / "train.jsonl", out / "train.jsonl", 3000, seed=1),
+        "val": sample_jsonl(devign / "valid.jsonl", out / "val.jsonl", 300, seed=2),
+        "test": sample_jsonl(devign / "valid.jsonl", out / "test.jsonl", 200, seed=3),
     }

@@ -85,6 +85,7 @@ class EventKind(StrEnum):
     EPOCH = "epoch"
     WARNING = "warning"
     CHECKPOINT = "checkpoint"
+    TEST = "test"  # the best checkpoint's test-split metrics
 
 
 class Base(DeclarativeBase):

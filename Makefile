@@ -1,0 +1,28 @@
+# StreamGuard developer targets. `make up` runs the service with a demo job; `make test` runs
+# every test (PostgreSQL and Redis are started when down).
+.PHONY: install up test unit lint bench train-devign
+
+install:
+	bash scripts/install.sh
+
+up: install
+	.venv/bin/streamguard up
+
+test:
+	bash scripts/test.sh
+
+unit: install
+	.venv/bin/python -m pytest tests/unit
+
+lint: install
+	bash scripts/lint.sh
+
+bench: install
+	.venv/bin/python benchmarks/trainer_vs_hf.py
+	.venv/bin/python benchmarks/service_overhead.py
+
+# A longer CPU run on the full Devign train/valid (tiny model).
+train-devign: install
+	.venv/bin/streamguard train --train ../shared/data/devign/train.jsonl \
+	  --val ../shared/data/devign/valid.jsonl --output-dir runs/devign-tiny --model tiny \
+	  --max-seq-len 256 --batch-size 32 --lr 3.5e-4 --epochs 3
