@@ -131,8 +131,10 @@ class DbMetricSink:
                 session=session, job_id=self.job_id, token=self.token, name=payload["name"],
                 epoch=int(payload["epoch"]), key_prefix=payload["key_prefix"],
                 size_bytes=int(payload["size_bytes"]),
+                # `sha256` is the key the API lists (CONTRACT: the row keeps the pointer
+                # payload's archive_key and sha256); `archive_sha256` is kept for old readers.
                 manifest={**payload["manifest"], "archive_key": payload["archive_key"],
-                          "archive_sha256": payload["sha256"]},
+                          "sha256": payload["sha256"], "archive_sha256": payload["sha256"]},
                 metrics=payload.get("metrics", {}))
 
         self._write(kind, payload, fenced)
