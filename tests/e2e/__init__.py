@@ -1,0 +1,1 @@
+"""End-to-end helpers: real API and worker processes, HTTP client steps, model checks."""
