@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +18,13 @@ TINY = ["--model", "tiny", "--max-seq-len", "64", "--tokenizer-vocab-size", "200
 
 
 @pytest.mark.slow
-def test_train_on_real_devign_sample(devign_sample, tmp_path, capsys):
+def test_train_on_real_devign_sample(devign_sample, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="streamguard")
     out = tmp_path / "run"
     code = main(["train", "--train", str(devign_sample["train"]), "--val",
                  str(devign_sample["val"]), "--test", str(devign_sample["test"]),
                  "--output-dir", str(out), *TINY])
-    printed = capsys.readouterr().out
+    printed = caplog.text
     assert code == 0, printed
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
