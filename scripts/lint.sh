@@ -2,3 +2,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check api worker streamguard tests benchmarks
+.venv/bin/mypy api worker streamguard

@@ -29,7 +29,7 @@ class InvalidTrainConfig(StreamGuardError):
 
 
 class DataError(StreamGuardError):
-    """A dataset file is unusable; `problems` holds (line number, reason) for the first offenders."""
+    """A dataset file is unusable; `problems` holds (line, reason) for the first offenders."""
 
     code = "invalid_dataset"
 

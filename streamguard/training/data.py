@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -110,6 +111,7 @@ def make_loader(split: TokenizedSplit, batch_size: int, *, pad_id: int, shuffle:
                 pin_memory: bool = False) -> DataLoader[dict[str, torch.Tensor]]:
     sampler = EpochBatchSampler(split.lengths, batch_size, shuffle=shuffle,
                                 group_by_length=group_by_length, seed=seed)
-    return DataLoader(split, batch_sampler=sampler, collate_fn=PadCollator(pad_id),
+    dataset: Dataset[Any] = split  # the collator turns its (ids, label) rows into a batch dict
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=PadCollator(pad_id),
                       num_workers=num_workers, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(seed))

@@ -125,7 +125,8 @@ class EarlyStopping:
             return True, Decision()
         self.wait += 1
         if self.patience and self.wait >= self.patience:
-            best = "none yet" if self.best is None else f"{self.best:.4f} at epoch {self.best_epoch}"
+            best = ("none yet" if self.best is None
+                    else f"{self.best:.4f} at epoch {self.best_epoch}")
             return False, Decision(True, StopReason.EARLY_STOPPED,
                                    f"early stopped: val {self.metric} did not improve for "
                                    f"{self.wait} epoch(s) (best {best})")

@@ -65,7 +65,8 @@ def amp_dtype(mode: MixedPrecision) -> torch.dtype | None:
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW; no weight decay on biases and LayerNorm weights (the BERT recipe)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -180,9 +181,9 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
     n_batches, accum = len(train_loader), config.accumulation_steps
     for epoch in range(start_epoch, config.epochs):
         # --- one epoch of optimizer steps -----------------------------------------------
-        sampler = train_loader.batch_sampler
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        set_epoch = getattr(train_loader.batch_sampler, "set_epoch", None)
+        if set_epoch is not None:  # the data order is a function of (seed, epoch)
+            set_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)

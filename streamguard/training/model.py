@@ -60,14 +60,14 @@ def build_scratch(config: TrainConfig, train_texts: Sequence[str],
 
     tokenizer = train_bpe_tokenizer(train_texts, vocab_size=config.tokenizer_vocab_size,
                                     max_len=config.max_seq_len)
-    arch = SCRATCH_MODELS[config.model]
-    model_config = RobertaConfig(
+    kwargs: dict[str, Any] = dict(
         vocab_size=len(tokenizer), max_position_embeddings=config.max_seq_len + 2,
         type_vocab_size=1, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout,
         num_labels=2, id2label={0: "safe", 1: "vulnerable"},
-        label2id={"safe": 0, "vulnerable": 1}, **arch)
+        label2id={"safe": 0, "vulnerable": 1}, **SCRATCH_MODELS[config.model])
+    model_config = RobertaConfig(**kwargs)
     return RobertaForSequenceClassification(model_config), tokenizer
 
 

@@ -40,8 +40,9 @@ class CheckpointPublisher:
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "model.tar.gz"
             write_model_archive(local_dir, archive)
-            archive_info = {"key": f"{version}.model.tar.gz", "size": archive.stat().st_size,
-                            "sha256": sha256_file(archive)}
+            archive_info: dict[str, Any] = {"key": f"{version}.model.tar.gz",
+                                            "size": archive.stat().st_size,
+                                            "sha256": sha256_file(archive)}
             self.store.put_file(archive, archive_info["key"])
         previous = set(self.pointers.values())
         for name in ("last", "best") if is_best else ("last",):

@@ -21,7 +21,7 @@ from streamguard.sinks import MetricSink
 from streamguard.spec import MixedPrecision, TrainConfig
 from streamguard.storage import ArtifactStore
 from streamguard.training import checkpoint as ckpt
-from streamguard.training.callbacks import CancelOnRequest, Callback
+from streamguard.training.callbacks import Callback, CancelOnRequest
 from streamguard.training.data import make_loader, tokenize
 from streamguard.training.loop import RunResult, SchedulerFactory, train
 from streamguard.training.model import build_model

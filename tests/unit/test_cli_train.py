@@ -59,7 +59,8 @@ GOOD = '{"func": "int f(void) { return 0; }", "target": 0}\n' \
 @pytest.mark.parametrize(("train_text", "fragment"), [
     ('{"func": "int f(){}", "target": 0}\nnot json\n', "line 2: invalid JSON"),
     ('{"func": "int f(){}"}\n', "line 1: missing field `target`"),
-    ('{"func": "int f(){}", "target": 2}\n', "line 1: field `target` must be 0, 1, true or false; found 2"),
+    ('{"func": "int f(){}", "target": 2}\n',
+     "line 1: field `target` must be 0, 1, true or false; found 2"),
     ('{"func": "   ", "target": 1}\n', "line 1: field `func` is empty"),
     ('{"func": "int f(){}", "target": 0}\n{"func": "int g(){}", "target": 0}\n',
      "only class 0"),
