@@ -268,8 +268,6 @@ def run_demo(services: Services, key: str, data_dir: Path, *, epochs: int) -> st
         say(f"demo    job {job_id} submitted: tiny RoBERTa, {epochs} epoch(s); following events")
         status = follow_events(client, job_id, services)
         job = client.get(f"/v1/jobs/{job_id}").json()
-        if job.get("test_metrics"):
-            say(format_event("test", {"best_epoch": job.get("best_epoch"), **job["test_metrics"]}))
         say(f"outcome {status}: {job.get('outcome_message') or ''}")
         return status
 
