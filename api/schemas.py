@@ -17,14 +17,30 @@ from streamguard.spec import TrainConfig
 # --- errors ------------------------------------------------------------------------------------
 
 
+class ErrorItem(BaseModel):
+    """One problem: which field (dotted path, `body` for the whole body), what, and where."""
+
+    field: str | None = Field(None, description="Dotted path of the field, e.g. `config.lr`, "
+                                               "`datasets.train.dataset_id`, `file`, `body`.")
+    message: str = Field(description="What is wrong and what would be accepted.")
+    line: int | None = Field(None, description="1-based line of an uploaded file, when the "
+                                               "problem is in one line.")
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. `invalid_train_config`.")
     message: str = Field(description="What went wrong and what would be accepted.")
-    field: str | None = Field(None, description="Dotted path of the offending field.")
-    details: Any = Field(None, description="Per-field problems, bad line numbers, ...")
+    field: str | None = Field(None, description="Dotted path of the first offending field.")
+    details: list[ErrorItem] | None = Field(
+        None, description="Every problem found (fields, bad lines, failed checks), or null.")
+    request_id: str | None = Field(None, description="The request's id (also the "
+                                                     "`X-Request-ID` response header and in the "
+                                                     "server log).")
 
 
 class ErrorResponse(BaseModel):
+    """The one shape of every 4xx and 5xx answer."""
+
     error: ErrorDetail
 
 

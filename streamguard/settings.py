@@ -67,11 +67,26 @@ class WorkerSettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
-    """HTTP API limits."""
+    """HTTP API limits, per-tenant quotas and exposure."""
 
     max_upload_mb: int = Field(default=512, gt=0)
+    #: Any non-upload request body (JSON); reading stops at the limit (413).
+    max_json_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: Deepest nesting of arrays/objects accepted in a JSON body or a JSONL line.
+    max_json_depth: int = Field(default=32, ge=2)
     page_size_max: int = Field(default=200, gt=0)
     sse_ping_s: int = Field(default=15, gt=0)
+    #: Jobs of one tenant that may be running / queued at once; beyond that, 429 + Retry-After.
+    max_running_jobs_per_tenant: int = Field(default=4, gt=0)
+    max_queued_jobs_per_tenant: int = Field(default=20, gt=0)
+    #: Requests per API key per minute (token bucket); 0 disables the limit.
+    rate_limit_per_minute: int = Field(default=600, ge=0)
+    #: Browser origins allowed by CORS; empty (the default) sends no CORS headers at all.
+    cors_origins: list[str] = Field(default_factory=list)
+    #: Hub models a job may name (`owner/name`); None allows any well-formed hub name.
+    allowed_hub_models: list[str] | None = None
+    #: Train/val row overlap (identical functions) above this fraction is a warning on the job.
+    overlap_warn_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
 
 
 class Settings(BaseSettings):
