@@ -1,6 +1,7 @@
 """The API's side of the broker: a Celery app used only to send tasks by name.
 
-The API never imports `worker`; it sends `worker.tasks.train_job` by name with the job id only.
+The API never imports `worker`; it sends the contract's `TRAIN_TASK` by name with the job id
+only, configured from the same `celery_config` as the workers.
 """
 
 from __future__ import annotations
@@ -9,19 +10,17 @@ from collections.abc import Callable
 
 from celery import Celery
 
+from streamguard.contract import TRAIN_TASK, celery_config
 from streamguard.settings import Settings
-
-TRAIN_TASK = "worker.tasks.train_job"
 
 #: Sends one job id to the workers; raises when the broker refuses it.
 Enqueue = Callable[[str], None]
 
 
 def build_celery(settings: Settings) -> Celery:
-    """A producer-only Celery app configured like the worker's (same broker and options)."""
-    app = Celery("streamguard-api", broker=settings.broker_url_resolved())
-    app.conf.broker_transport_options = settings.broker_transport_options()
-    app.conf.task_default_queue = settings.worker.queue
+    """A producer-only Celery app with the workers' broker settings."""
+    app = Celery("streamguard-api")
+    app.conf.update(celery_config(settings))
     return app
 
 

@@ -1,18 +1,20 @@
 """The HTTP contract: request and response models (pydantic), separate from the ORM models.
 
 Naming family: `<Thing>Create` (request body), `<Thing>Read` (one resource), `<Thing>Page`
-(cursor- or offset-paged list). `ErrorResponse` is the one shape of every error.
+(cursor- or offset-paged list). `ErrorResponse` is the one shape of every error. Every number
+is typed; the stored evaluation records (JSON written by the worker) are turned into these
+models here, in one place (`EpochMetrics.from_record`, `TestMetrics.from_record`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from streamguard.db.models import JobStatus
-from streamguard.spec import TrainConfig
+from streamguard.contract import JobConfig, JobDatasets, JobSpec, JobStatus
 
 # --- errors ------------------------------------------------------------------------------------
 
@@ -48,9 +50,19 @@ class ErrorResponse(BaseModel):
 
 
 class DuplicateStats(BaseModel):
-    rows: int
-    groups: int
-    conflicting_groups: int
+    rows: int = Field(description="Rows whose function text occurs more than once.")
+    groups: int = Field(description="Distinct duplicated functions.")
+    conflicting_groups: int = Field(description="Duplicated functions with both labels.")
+
+
+class LengthStats(BaseModel):
+    """Function length percentiles, in characters."""
+
+    min: int
+    p50: int
+    p90: int
+    p99: int
+    max: int
 
 
 class DatasetStats(BaseModel):
@@ -59,7 +71,7 @@ class DatasetStats(BaseModel):
     n_vulnerable: int
     vulnerable_fraction: float | None
     duplicates: DuplicateStats
-    chars: dict[str, int] | None = Field(None, description="Function length percentiles.")
+    chars: LengthStats | None = None
 
 
 class DatasetRead(BaseModel):
@@ -73,52 +85,101 @@ class DatasetRead(BaseModel):
 
 class DatasetPage(BaseModel):
     items: list[DatasetRead]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at "
+                                                "the end.")
+
+
+class DatasetUpload(BaseModel):
+    """Multipart form of POST /v1/datasets."""
+
+    file: bytes = Field(description="JSONL: one `{\"func\": str, \"target\": 0|1}` object a "
+                                    "line (other fields are kept).")
+    name: str | None = Field(None, min_length=1, max_length=200,
+                             description="A label; defaults to the file name.")
+
+
+# --- evaluation records ------------------------------------------------------------------------
+
+
+class PredictionDistribution(BaseModel):
+    """How many functions of the split each class was predicted for, and how many it has."""
+
+    predicted_vulnerable: int
+    predicted_safe: int
+    actual_vulnerable: int
+    actual_safe: int
+
+
+class ConfusionMatrix(BaseModel):
+    """Counts with "vulnerable" as the positive class."""
+
+    true_negative: int = Field(description="Safe, predicted safe.")
+    false_positive: int = Field(description="Safe, predicted vulnerable.")
+    false_negative: int = Field(description="Vulnerable, predicted safe.")
+    true_positive: int = Field(description="Vulnerable, predicted vulnerable.")
+
+    @classmethod
+    def from_rows(cls, rows: Any) -> ConfusionMatrix:
+        """From `confusion[actual][predicted]` as the trainer writes it."""
+        (tn, fp), (fn, tp) = rows
+        return cls(true_negative=tn, false_positive=fp, false_negative=fn, true_positive=tp)
+
+
+class EvalScores(BaseModel):
+    """Scores of one evaluation; precision, recall and F1 are those of the vulnerable class."""
+
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    mcc: float
+    roc_auc: float | None = Field(description="Null when the split has one class only.")
+    prediction_distribution: PredictionDistribution
+    confusion_matrix: ConfusionMatrix
+
+    @staticmethod
+    def _fields(record: Mapping[str, Any]) -> dict[str, Any]:
+        return {**record,
+                "confusion_matrix": ConfusionMatrix.from_rows(record["confusion_matrix"])}
+
+
+class EpochMetrics(EvalScores):
+    """One epoch's validation record, as stored and as streamed in `epoch` events."""
+
+    epoch: int = Field(ge=1)
+    step: int = Field(ge=0, description="Optimizer steps so far.")
+    train_loss: float | None
+    val_loss: float | None
+    lr: float
+    train_samples_per_s: float
+    epoch_time_s: float
+    warnings: list[str] = Field(description="Collapse-guard warnings of this epoch.")
+    is_best: bool = Field(description="This epoch is the best so far (and passed the guard).")
+    collapse_streak: int = Field(ge=0, description="Consecutive epochs below the stop ratio.")
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> EpochMetrics:
+        return cls.model_validate(cls._fields(record))
+
+
+class TestMetrics(EvalScores):
+    """The best checkpoint's scores on the test split."""
+
+    __test__ = False  # not a pytest class
+
+    best_epoch: int | None
+    loss: float | None
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> TestMetrics:
+        return cls.model_validate(cls._fields(record))
 
 
 # --- jobs --------------------------------------------------------------------------------------
 
 
-class DatasetRef(BaseModel):
-    """Exactly one of `dataset_id` (an upload) or `uri` (`s3://<bucket>/tenants/<you>/...`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset_id: str | None = Field(None, min_length=1, max_length=36)
-    uri: str | None = Field(None, min_length=1, max_length=1024)
-
-    @model_validator(mode="after")
-    def _one_of(self) -> DatasetRef:
-        if (self.dataset_id is None) == (self.uri is None):
-            raise ValueError("give exactly one of `dataset_id` (from POST /v1/datasets) or "
-                             "`uri` (s3://<bucket>/tenants/<tenant_id>/...)")
-        if self.uri is not None and not self.uri.startswith("s3://"):
-            raise ValueError(f"uri {self.uri!r} is not accepted: only s3://<bucket>/tenants/"
-                             "<tenant_id>/... URIs of the configured bucket, or a dataset_id")
-        return self
-
-
-class JobDatasets(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    train: DatasetRef
-    val: DatasetRef
-    test: DatasetRef | None = None
-
-
-class JobCreate(BaseModel):
-    """Body of POST /v1/jobs. `config` holds TrainConfig fields (defaults fill the rest)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(None, max_length=200)
-    datasets: JobDatasets
-    config: dict[str, Any] = Field(
-        default_factory=dict,
-        description="TrainConfig fields (see the TrainConfig schema); unknown fields are refused "
-                    "and every bad field is reported as `config.<field>`.")
-    max_runtime_s: int | None = Field(
-        None, ge=60, description="Wall-time limit; at most settings.worker.max_job_runtime_s.")
+class JobCreate(JobSpec):
+    """Body of POST /v1/jobs: what to train. Everything is checked before anything is queued."""
 
 
 class Progress(BaseModel):
@@ -128,8 +189,8 @@ class Progress(BaseModel):
 
 
 class TransitionRead(BaseModel):
-    from_status: str | None
-    to_status: str
+    from_status: JobStatus | None
+    to_status: JobStatus
     reason: str
     created_at: datetime
 
@@ -145,8 +206,10 @@ class JobSummary(BaseModel):
                                                   "epoch; only while running.")
     best_epoch: int | None
     best_metric: float | None
-    selection_metric: str | None
-    test_metrics: dict[str, Any] | None
+    selection_metric: str
+    test_metrics: TestMetrics | None
+    warnings: list[str] = Field(description="Problems found at submit that did not stop it "
+                                            "(e.g. train/val overlap).")
     attempts: int
     created_at: datetime
     started_at: datetime | None
@@ -156,7 +219,7 @@ class JobSummary(BaseModel):
 
 class JobRead(JobSummary):
     datasets: JobDatasets
-    config: TrainConfig
+    config: JobConfig
     max_runtime_s: int | None
     transitions: list[TransitionRead]
 
@@ -167,11 +230,7 @@ class JobPage(BaseModel):
                                                 "the end.")
 
 
-class EpochMetricRead(BaseModel):
-    epoch: int
-    metrics: dict[str, Any] = Field(description="The full evaluation record of the epoch.")
-    prediction_distribution: Any = None
-    confusion_matrix: Any = None
+class EpochMetricRead(EpochMetrics):
     created_at: datetime
     updated_at: datetime
 
@@ -183,23 +242,83 @@ class EpochMetricPage(BaseModel):
     next_offset: int | None
 
 
-class JobEventRead(BaseModel):
-    """One SSE message: `id:` is `id`, `event:` is `kind`, `data:` is `payload` as JSON."""
+# --- events ------------------------------------------------------------------------------------
 
-    id: int
-    kind: Literal["status", "epoch", "warning", "checkpoint", "test"] | str
-    payload: dict[str, Any]
+
+class StatusPayload(BaseModel):
+    status: JobStatus
+    from_status: JobStatus | None = Field(alias="from", serialization_alias="from")
+    reason: str
+    attempt: int | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class WarningPayload(BaseModel):
+    epoch: int
+    message: str
+    prediction_distribution: PredictionDistribution
+
+
+class CheckpointPayload(BaseModel):
+    name: Literal["best", "last"]
+    epoch: int
+    size_bytes: int
+    sha256: str
+
+
+class _EventBase(BaseModel):
+    id: int = Field(description="The event id; the SSE `id:` line (send it back as "
+                                "Last-Event-ID).")
+    created_at: datetime
+
+
+class StatusEvent(_EventBase):
+    kind: Literal["status"]
+    data: StatusPayload
+
+
+class EpochEvent(_EventBase):
+    kind: Literal["epoch"]
+    data: EpochMetrics
+
+
+class WarningEvent(_EventBase):
+    kind: Literal["warning"]
+    data: WarningPayload
+
+
+class CheckpointEvent(_EventBase):
+    kind: Literal["checkpoint"]
+    data: CheckpointPayload
+
+
+class TestEvent(_EventBase):
+    __test__ = False  # not a pytest class
+
+    kind: Literal["test"]
+    data: TestMetrics
+
+
+JobEventRead = Annotated[StatusEvent | EpochEvent | WarningEvent | CheckpointEvent | TestEvent,
+                         Field(discriminator="kind")]
+
+
+class JobEventPage(BaseModel):
+    items: list[JobEventRead]
+    next_after_id: int | None = Field(description="Pass as `after_id` for the next page; null "
+                                                  "when no more events are stored yet.")
 
 
 # --- checkpoints -------------------------------------------------------------------------------
 
 
 class CheckpointRead(BaseModel):
-    name: str
+    name: Literal["best", "last"]
     epoch: int
-    size_bytes: int
-    sha256: str | None
-    metrics: dict[str, Any]
+    size_bytes: int = Field(description="Size of the model archive (.tar.gz).")
+    sha256: str = Field(description="sha256 of the model archive.")
+    metrics: EpochMetrics
     updated_at: datetime
 
 

@@ -5,7 +5,7 @@ A checkpoint folder is published as its files under `key_prefix/`, then `key_pre
 upload, and a reader that starts from the manifest never sees half a checkpoint. Small JSON
 pointers (`checkpoints/best.json`) are written only after what they point to is published.
 
-    manifest = publish_dir(store, Path("/tmp/ckpt"), "jobs/42/checkpoints/step_000500")
+    manifest = publish_dir(store, Path("/tmp/ckpt"), "tenants/<t>/jobs/<id>/checkpoints/epoch-0001")
     write_pointer(store, "jobs/42/checkpoints/best.json", {"key_prefix": "...", "step": 500})
     fetch_dir(store, read_pointer(store, "jobs/42/checkpoints/best.json")["key_prefix"], dest)
 """

@@ -23,7 +23,7 @@ class MetricSink(Protocol):
         """One epoch's metrics (JSON-native values), keyed as in metrics.jsonl."""
 
     def event(self, kind: str, payload: Mapping[str, Any]) -> None:
-        """A `warning`, `checkpoint` or `info` event with a JSON-native payload."""
+        """A `warning`, `checkpoint` or `test` event with a JSON-native payload."""
 
     def finish(self, outcome: str, message: str) -> None:
         """Called once with the run's outcome (a StopReason value) and why."""

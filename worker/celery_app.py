@@ -13,26 +13,20 @@ from __future__ import annotations
 
 from celery import Celery
 
+from streamguard.contract import celery_config
 from streamguard.settings import get_settings
-
-TRAIN_TASK = "worker.tasks.train_job"
 
 settings = get_settings()
 settings.ensure_dirs()  # the filesystem broker needs its folders before the first poll
 
 app = Celery("streamguard", include=["worker.tasks"])
 app.conf.update(
-    broker_url=settings.broker_url_resolved(),
-    broker_transport_options=settings.broker_transport_options(),
+    **celery_config(settings),
     broker_connection_retry_on_startup=True,
     task_ignore_result=True,  # job state lives in the database, not in a result backend
-    task_serializer="json",
-    accept_content=["json"],
     worker_prefetch_multiplier=1,
     task_acks_late=True,
     task_reject_on_worker_lost=True,
-    task_default_queue=settings.worker.queue,
-    task_routes={TRAIN_TASK: {"queue": settings.worker.queue}},
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
 )

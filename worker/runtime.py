@@ -22,18 +22,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from streamguard.db import Job, JobStatus, make_engine, make_session_factory
+from streamguard import contract
+from streamguard.contract import DatasetIdRef, JobSpec, JobStatus
+from streamguard.db import Job, make_engine, make_session_factory
 from streamguard.db.datasets import get_dataset_or_raise
 from streamguard.db.jobs import claim_job, finish_job, get_job_or_raise, heartbeat
 from streamguard.db.models import utcnow
 from streamguard.errors import StreamGuardError
+from streamguard.manifest import fetch_dir, read_pointer
 from streamguard.storage import ArtifactStore
 from streamguard.training import RunResult, StopReason
 
 log = logging.getLogger("streamguard.worker")
-
-SPLITS = ("train", "val", "test")
-
 
 @lru_cache
 def session_factory(db_url: str) -> sessionmaker[Session]:
@@ -160,47 +160,52 @@ class DataFiles:
 
 
 def fetch_datasets(factory: sessionmaker[Session], store: ArtifactStore, *, tenant_id: str,
-                   spec: dict[str, Any], data_dir: Path) -> DataFiles:
+                   spec: JobSpec, data_dir: Path) -> DataFiles:
     """Download the spec's train/val/test datasets to `data_dir/<split>.jsonl`.
 
-    A ref is `{"dataset_id": id}` (the tenant's uploaded dataset) or `{"uri": ...}` naming an
-    object of this store under `tenants/<tenant_id>/`.
-
     Raises:
-        StreamGuardError: an unknown dataset, or a URI outside the tenant's prefix or the store.
+        StreamGuardError: an unknown dataset, or a URI outside the tenant's area (checked
+            again here with the contract's one validator: the spec may be old).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    refs = spec.get("datasets") or {}
-    paths: dict[str, Path | None] = {}
-    for split in SPLITS:
-        ref = refs.get(split)
-        if ref is None:
-            if split != "test":
-                raise StreamGuardError(f"the job spec has no {split!r} dataset; expected "
-                                       "datasets.train and datasets.val", field="datasets")
-            paths[split] = None
-            continue
-        key = _dataset_key(factory, store, tenant_id=tenant_id, ref=ref)
-        local = data_dir / f"{split}.jsonl"
+    paths: dict[str, Path | None] = {"test": None}
+    for split, ref in spec.datasets.refs().items():
+        if isinstance(ref, DatasetIdRef):
+            with factory() as session:
+                key = get_dataset_or_raise(session=session, tenant_id=tenant_id,
+                                           dataset_id=ref.dataset_id).storage_key
+        else:
+            key = contract.dataset_uri_key(ref.uri, store=store, tenant_id=tenant_id)
+        local = paths[split] = data_dir / f"{split}.jsonl"
         store.get_file(key, local)
-        paths[split] = local
     return DataFiles(**paths)  # type: ignore[arg-type]
 
 
-def _dataset_key(factory: sessionmaker[Session], store: ArtifactStore, *, tenant_id: str,
-                 ref: dict[str, Any]) -> str:
-    if ref.get("dataset_id"):
-        with factory() as session:
-            return get_dataset_or_raise(session=session, tenant_id=tenant_id,
-                                        dataset_id=str(ref["dataset_id"])).storage_key
-    uri = str(ref.get("uri") or "")
-    base = store.uri("x")[:-1]  # the store's own URI prefix, e.g. s3://bucket/prefix/
-    tenant_prefix = f"tenants/{tenant_id}/"
-    key = uri[len(base):] if uri.startswith(base) else ""
-    if not key.startswith(tenant_prefix) or "/../" in key or key.endswith("/"):
-        raise StreamGuardError(f"dataset uri {uri!r} is not readable by this job: use a "
-                               f"dataset_id, or a uri under {base}{tenant_prefix}", field="uri")
-    return key
+def fetch_base_model(store: ArtifactStore, *, tenant_id: str, spec: JobSpec,
+                     dest: Path) -> Path | None:
+    """For `model: job:<id>[/best|/last]`, the tenant's own checkpoint fetched to `dest`.
+
+    The key is built from the claiming tenant's id, so another tenant's job cannot be named.
+    """
+    ref = contract.parse_model_ref(spec.config.model)
+    if ref.kind != "job":
+        return None
+    assert ref.job_id is not None
+    pointer = read_pointer(store, contract.checkpoint_pointer_key(tenant_id, ref.job_id,
+                                                                  ref.checkpoint))
+    if pointer is None:
+        raise StreamGuardError(f"{spec.config.model!r}: that job has no {ref.checkpoint!r} "
+                               "checkpoint any more", field="config.model")
+    if not dest.is_dir():  # a redelivery fetched it already
+        fetch_dir(store, pointer["key_prefix"], dest)
+    return dest
+
+
+def public_message(message: str, work_dir: Path) -> str:
+    """`message` without this worker's paths: data files are named by their split."""
+    for split in contract.SPLITS:
+        message = message.replace(str(work_dir / "data" / f"{split}.jsonl"), f"datasets.{split}")
+    return message.replace(str(work_dir.resolve()), "<job>").replace(str(work_dir), "<job>")
 
 
 OUTCOME_STATUS = {

@@ -15,19 +15,11 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from streamguard.db import EventKind
+from streamguard.contract import EventKind, events_channel
 from streamguard.db.jobs import assert_fresh, record_progress
 from streamguard.db.metrics import add_event, upsert_checkpoint, upsert_epoch
 
 log = logging.getLogger("streamguard.worker")
-
-#: Event kinds the `job_events` table accepts; others (e.g. `test`) are kept on the sink.
-STORED_KINDS = frozenset(kind.value for kind in EventKind)
-
-
-def events_channel(job_id: str) -> str:
-    """The Redis pub/sub channel announcing new event ids of a job."""
-    return f"job:{job_id}:events"
 
 
 class EventPublisher(Protocol):
@@ -84,7 +76,6 @@ class DbMetricSink:
         self.job_id = job_id
         self.token = token
         self.publisher = publisher or NullPublisher()
-        self.test_metrics: dict[str, Any] | None = None
         self.selection_metric = "f1"
 
     def _write(self, kind: str, payload: dict[str, Any],
@@ -117,11 +108,6 @@ class DbMetricSink:
 
     def event(self, kind: str, payload: Mapping[str, Any]) -> None:
         payload = dict(payload)
-        if kind == "test":
-            self.test_metrics = payload  # the task stores it on the job with finish_job
-        if kind not in STORED_KINDS:
-            log.info("job %s: %s event kept on the job row, not as an event", self.job_id, kind)
-            return
 
         def fenced(session: Session) -> None:
             if kind != EventKind.CHECKPOINT.value:
@@ -131,10 +117,9 @@ class DbMetricSink:
                 session=session, job_id=self.job_id, token=self.token, name=payload["name"],
                 epoch=int(payload["epoch"]), key_prefix=payload["key_prefix"],
                 size_bytes=int(payload["size_bytes"]),
-                # `sha256` is the key the API lists (CONTRACT: the row keeps the pointer
-                # payload's archive_key and sha256); `archive_sha256` is kept for old readers.
+                # The row keeps the pointer payload's archive key and sha256 (the API lists them).
                 manifest={**payload["manifest"], "archive_key": payload["archive_key"],
-                          "sha256": payload["sha256"], "archive_sha256": payload["sha256"]},
+                          "sha256": payload["sha256"]},
                 metrics=payload.get("metrics", {}))
 
         self._write(kind, payload, fenced)

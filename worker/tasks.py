@@ -10,15 +10,15 @@ import shutil
 
 from celery import Task
 
-from streamguard.db import JobStatus
+from streamguard import contract
+from streamguard.contract import TRAIN_TASK, JobStatus
 from streamguard.db.jobs import StaleLease
 from streamguard.errors import StreamGuardError
 from streamguard.settings import get_settings
-from streamguard.spec import parse_train_config
 from streamguard.storage import store_from_uri
 from streamguard.training import run
 from worker import runtime
-from worker.celery_app import TRAIN_TASK, app
+from worker.celery_app import app
 from worker.sinks import DbMetricSink, make_publisher
 
 log = logging.getLogger("streamguard.worker")
@@ -39,30 +39,35 @@ def train_job(self: Task, job_id: str) -> str | None:
     sink = DbMetricSink(factory, job_id, token, make_publisher(settings.redis.url))
     hb = runtime.Heartbeat(factory, job_id=job_id, token=token, lease_s=settings.worker.lease_s,
                            interval_s=settings.worker.heartbeat_s)
-    max_runtime = min(claim.spec.get("max_runtime_s") or settings.worker.max_job_runtime_s,
-                      settings.worker.max_job_runtime_s)
-    cancel = runtime.Canceller(factory, job_id=job_id, heartbeat=hb, started_at=claim.started_at,
-                               max_runtime_s=max_runtime)
     with hb:
         try:
-            config = parse_train_config(claim.spec.get("config") or {})
-            data = runtime.fetch_datasets(factory, store, tenant_id=claim.tenant_id,
-                                          spec=claim.spec, data_dir=work_dir / "data")
-            result = run(config, train_path=data.train, val_path=data.val, test_path=data.test,
-                         work_dir=work_dir, sink=sink, store=store,
-                         store_prefix=f"tenants/{claim.tenant_id}/jobs/{job_id}/",
-                         should_cancel=cancel)
+            spec = contract.load_job_spec(claim.spec)  # the one validation on this side
+            limit = settings.worker.max_job_runtime_s
+            cancel = runtime.Canceller(factory, job_id=job_id, heartbeat=hb,
+                                       started_at=claim.started_at,
+                                       max_runtime_s=min(spec.max_runtime_s or limit, limit))
+            data = runtime.fetch_datasets(factory, store, tenant_id=claim.tenant_id, spec=spec,
+                                          data_dir=work_dir / "data")
+            base = runtime.fetch_base_model(store, tenant_id=claim.tenant_id, spec=spec,
+                                            dest=work_dir / "base-model")
+            result = run(spec.config, train_path=data.train, val_path=data.val,
+                         test_path=data.test, work_dir=work_dir, sink=sink, store=store,
+                         store_prefix=contract.job_prefix(claim.tenant_id, job_id),
+                         should_cancel=cancel, base_model=base)
             status, message = runtime.outcome_status(result, cancel)
             extra = {"best_epoch": result.best_epoch, "best_metric": result.best_metric,
-                     "test_metrics": result.test_metrics or sink.test_metrics}
+                     "test_metrics": result.test_metrics}
         except StaleLease as exc:
             log.warning("job %s: %s", job_id, exc)
             return None
         except StreamGuardError as exc:  # bad data or config: the user's to fix, no retry
-            status, message, extra = JobStatus.FAILED, exc.message, {}
+            status, extra = JobStatus.FAILED, {}
+            message = runtime.public_message(exc.message, work_dir)
         except Exception as exc:  # a bug or an infrastructure failure: fail, log, no retry
-            log.exception("job %s failed", job_id)
-            status, message, extra = JobStatus.FAILED, f"{type(exc).__name__}: {exc}", {}
+            log.exception("job %s failed", job_id)  # the details stay in the operators' log
+            status, extra = JobStatus.FAILED, {}
+            message = (f"internal error in the worker ({type(exc).__name__}); the operators' "
+                       f"log has the details under job {job_id}")
     try:
         runtime.finish(factory, job_id=job_id, token=token, status=status, message=message,
                        **extra)

@@ -6,7 +6,6 @@ pub/sub, both closed in `finally` (client gone, stream finished, or server shutd
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -18,14 +17,21 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import JobDep, SessionDep, SettingsDep
-from api.routes import error_responses
-from api.schemas import JobEventRead
+from api.routes import AUTHED, error_responses
+from api.routes.jobs import Limit
+from api.schemas import JobEventPage
+from api.services import events as service
+from streamguard.contract import TERMINAL_STATUSES, EventKind, events_channel
 from streamguard.db import metrics as metrics_repo
 from streamguard.db.jobs import get_job
-from streamguard.db.models import TERMINAL_STATUSES, EventKind, JobEvent
+from streamguard.db.models import JobEvent
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/jobs", tags=["events"], responses=error_responses(401, 404, 422))
+router = APIRouter(prefix="/v1/jobs", tags=["events"],
+                   responses=error_responses(*AUTHED, 404))
+
+#: Event ids are 64-bit signed integers on PostgreSQL and SQLite.
+EVENT_ID_MAX = 2**63 - 1
 
 POLL_S = 0.5  # DB polling period without Redis; also the Redis wait before a safety re-read
 #: Ids below the last sent one that are re-read on every wake-up. PostgreSQL hands out ids at
@@ -33,10 +39,6 @@ POLL_S = 0.5  # DB polling period without Redis; also the Redis wait before a sa
 #: sent; re-reading a small window (cheap: a job has few events) catches those late commits.
 REREAD_WINDOW = 200
 BATCH = 500
-
-
-def channel(job_id: str) -> str:
-    return f"job:{job_id}:events"
 
 
 def is_terminal_event(event: JobEvent) -> bool:
@@ -92,13 +94,13 @@ async def event_stream(*, factory: sessionmaker[Session], redis_url: str | None,
             redis = aioredis.from_url(redis_url)
             pubsub = redis.pubsub()
             # Subscribe BEFORE the replay: a notification sent meanwhile is not lost.
-            await pubsub.subscribe(channel(job_id))
+            await pubsub.subscribe(events_channel(job_id))
         while True:
             events, finished = await run_in_threadpool(reader.read)
             for event in events:
                 reader.mark(event.id)
                 yield {"id": str(event.id), "event": event.kind,
-                       "data": json.dumps(event.payload, separators=(",", ":"))}
+                       "data": service.sse_data(event)}
                 if is_terminal_event(event):
                     return
             if finished:
@@ -140,22 +142,64 @@ async def _wait(pubsub: Any) -> Any:
     return pubsub
 
 
+SSE_DESCRIPTION = """A Server-Sent Events stream (`text/event-stream`), not JSON.
+
+Stored events after `Last-Event-ID` are replayed first, then new ones follow live; the stream
+ends after the job's terminal `status` event. Each message is::
+
+    id: <event id>
+    event: <kind: status | epoch | warning | checkpoint | test>
+    data: <the payload as one line of JSON>
+
+The payload of each kind is the `data` of the matching `JobEventRead` variant (`StatusPayload`,
+`EpochMetrics`, `WarningPayload`, `CheckpointPayload`, `TestMetrics`); `GET
+/v1/jobs/{job_id}/events/history` returns the same events as JSON. Comment lines (`: ping`)
+keep the connection open. To resume, send the last `id` seen as the `Last-Event-ID` header."""
+
+LastEventId = Annotated[str | None, Header(
+    alias="last-event-id", min_length=1, max_length=19, pattern=r"^[0-9]{1,19}$",
+    description="Replay events after this id (the `id:` of the last message received).")]
+
+
+def _after_id(header: str | None, query: int | None) -> int:
+    """The replay point; a header above the id range is a 422 like any other bad field."""
+    if header is not None:
+        value = int(header)
+        if value > EVENT_ID_MAX:
+            from api.errors import InvalidRequest
+
+            raise InvalidRequest(f"Last-Event-ID {header} is out of range; accepted: 0 to "
+                                 f"{EVENT_ID_MAX}", field="Last-Event-ID")
+        return value
+    return query or 0
+
+
 @router.get(
-    "/{job_id}/events", response_model=JobEventRead, response_class=EventSourceResponse,
-    responses={200: {"description": "An SSE stream; each message has `id` (the event id, send "
-                                    "it back as Last-Event-ID), `event` (the kind) and `data` "
-                                    "(the payload as JSON). It ends after a terminal status.",
-                      "content": {"text/event-stream": {"schema": {
-                          "$ref": "#/components/schemas/JobEventRead"}}}}})
+    "/{job_id}/events", response_class=EventSourceResponse, operation_id="streamJobEvents",
+    description=SSE_DESCRIPTION,
+    responses={200: {"description": "The event stream (see the operation's description).",
+                     "content": {"text/event-stream": {"schema": {
+                         "type": "string", "description": "SSE frames: `id:`, `event:`, "
+                         "`data:` lines, a blank line between messages."}}}}})
 async def stream_job_events(
     request: Request, job: JobDep, session: SessionDep, settings: SettingsDep,
-    last_event_id: Annotated[int | None, Query(ge=0, description="Replay events after this "
-                                               "id (when the header is absent).")] = None,
-    last_event_id_header: Annotated[int | None, Header(alias="last-event-id", ge=0)] = None,
+    last_event_id: Annotated[int | None, Query(
+        ge=0, le=EVENT_ID_MAX,
+        description="Replay events after this id (when the header is absent).")] = None,
+    last_event_id_header: LastEventId = None,
 ) -> EventSourceResponse:
     """Replay stored events after Last-Event-ID, then follow the job live until it finishes."""
-    after = last_event_id_header if last_event_id_header is not None else last_event_id
+    after = _after_id(last_event_id_header, last_event_id)
     session.close()  # the ownership check is done; the stream must not pin this connection
     stream = event_stream(factory=request.app.state.session_factory,
-                          redis_url=settings.redis.url, job_id=job.id, after_id=after or 0)
+                          redis_url=settings.redis.url, job_id=job.id, after_id=after)
     return EventSourceResponse(stream, ping=settings.api.sse_ping_s)
+
+
+@router.get("/{job_id}/events/history", response_model=JobEventPage,
+            operation_id="listJobEvents")
+def list_job_events(job: JobDep, session: SessionDep,
+                    after_id: Annotated[int, Query(ge=0, le=EVENT_ID_MAX)] = 0,
+                    limit: Limit = 100) -> JobEventPage:
+    """The job's stored events, oldest first, typed by kind (what the stream sends)."""
+    return service.list_events(session=session, job=job, after_id=after_id, limit=limit)

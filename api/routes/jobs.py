@@ -7,22 +7,31 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from api.deps import CurrentTenant, EnqueueDep, JobDep, SessionDep, SettingsDep, StoreDep
-from api.routes import error_responses
+from api.routes import AUTHED, error_responses
 from api.schemas import EpochMetricPage, JobCreate, JobPage, JobRead
 from api.services import jobs as service
-from streamguard.db.models import JobStatus
+from streamguard.contract import JobStatus
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(*AUTHED))
+
+PAGE_MAX = 200
+OFFSET_MAX = 1_000_000
+Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="Page size.")]
+Cursor = Annotated[str | None, Query(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_-]+$",
+                                     description="`next_cursor` of the previous page.")]
 
 
-@router.post("", status_code=201, response_model=JobRead,
+@router.post("", status_code=201, response_model=JobRead, operation_id="createJob",
              responses={200: {"model": JobRead, "description": "Idempotent replay: the job "
                               "first created with this Idempotency-Key and body"},
-                        **error_responses(409, 503)})
+                        **error_responses(409, 413, 503)})
 def submit_job(
     body: JobCreate, response: Response, tenant: CurrentTenant, session: SessionDep,
     settings: SettingsDep, store: StoreDep, enqueue: EnqueueDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(
+        min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+        description="Repeat a submission safely: the same key and body return the same job."
+    )] = None,
 ) -> JobRead:
     """Validate everything, store the job as queued, then queue it for a GPU worker."""
     job, created = service.submit_job(session=session, store=store, settings=settings,
@@ -33,32 +42,33 @@ def submit_job(
     return service.read_job(session=session, job=job)
 
 
-@router.get("", response_model=JobPage)
-def list_jobs(tenant: CurrentTenant, session: SessionDep, settings: SettingsDep,
-              limit: Annotated[int, Query(ge=1)] = 50, cursor: str | None = None,
-              status: JobStatus | None = None) -> JobPage:
+@router.get("", response_model=JobPage, operation_id="listJobs")
+def list_jobs(tenant: CurrentTenant, session: SessionDep, limit: Limit = 50,
+              cursor: Cursor = None, status: JobStatus | None = None) -> JobPage:
     """Your jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    return service.list_jobs(session=session, settings=settings, tenant_id=tenant.id,
-                             limit=limit, cursor=cursor, status=status)
+    return service.list_jobs(session=session, tenant_id=tenant.id, limit=limit, cursor=cursor,
+                             status=status)
 
 
-@router.get("/{job_id}", response_model=JobRead, responses=error_responses(404))
+@router.get("/{job_id}", response_model=JobRead, operation_id="getJob",
+            responses=error_responses(404))
 def get_job(job: JobDep, session: SessionDep) -> JobRead:
     """Status, outcome, progress and ETA, best epoch, test metrics and every transition."""
     return service.read_job(session=session, job=job)
 
 
-@router.post("/{job_id}/cancel", response_model=JobRead, responses=error_responses(404, 409))
+@router.post("/{job_id}/cancel", response_model=JobRead, operation_id="cancelJob",
+             responses=error_responses(404, 409))
 def cancel_job(job: JobDep, session: SessionDep) -> JobRead:
     """Queued: cancelled at once. Running: the worker stops after its current step."""
     service.cancel_job(session=session, job=job)
     return service.read_job(session=session, job=job)
 
 
-@router.get("/{job_id}/metrics", response_model=EpochMetricPage, responses=error_responses(404))
-def list_metrics(job: JobDep, session: SessionDep, settings: SettingsDep,
-                 offset: Annotated[int, Query(ge=0)] = 0,
-                 limit: Annotated[int, Query(ge=1)] = 100) -> EpochMetricPage:
+@router.get("/{job_id}/metrics", response_model=EpochMetricPage, operation_id="listJobMetrics",
+            responses=error_responses(404))
+def list_metrics(job: JobDep, session: SessionDep,
+                 offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
+                 limit: Limit = 100) -> EpochMetricPage:
     """Per-epoch evaluation records: metrics, prediction distribution, confusion matrix."""
-    return service.list_metrics(session=session, settings=settings, job=job, offset=offset,
-                                limit=limit)
+    return service.list_metrics(session=session, job=job, offset=offset, limit=limit)

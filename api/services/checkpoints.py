@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from api.errors import CheckpointNotFound
-from api.schemas import CheckpointList, CheckpointRead
+from api.schemas import CheckpointList, CheckpointRead, EpochMetrics
 from streamguard.db import metrics as metrics_repo
 from streamguard.db.models import Checkpoint, Job
 from streamguard.errors import StorageError
@@ -27,17 +26,16 @@ class Download:
 
 
 def archive_key(row: Checkpoint) -> str:
-    """The archive key from the pointer payload (CONTRACT), else `<key_prefix>.model.tar.gz`."""
-    payload: dict[str, Any] = row.manifest or {}
-    key = payload.get("archive_key")
-    return str(key) if key else f"{row.key_prefix.rstrip('/')}.model.tar.gz"
+    """The model archive's key, as the worker recorded it from the pointer payload."""
+    return str(row.manifest["archive_key"])
 
 
 def list_checkpoints(*, session: Session, job: Job) -> CheckpointList:
     rows = metrics_repo.list_checkpoints(session=session, job_id=job.id)
     return CheckpointList(items=[CheckpointRead(
-        name=row.name, epoch=row.epoch, size_bytes=row.size_bytes,
-        sha256=(row.manifest or {}).get("sha256"), metrics=row.metrics,
+        name=row.name,  # type: ignore[arg-type]  # "best" | "last": the worker writes no other
+        epoch=row.epoch, size_bytes=row.size_bytes,
+        sha256=row.manifest["sha256"], metrics=EpochMetrics.from_record(row.metrics),
         updated_at=row.updated_at) for row in rows])
 
 
@@ -59,7 +57,6 @@ def locate_archive(*, session: Session, store: ArtifactStore, settings: Settings
         path = store.local_path(key)
         if not path.is_file():
             raise ArtifactNotFound(f"the archive of checkpoint {name!r} is missing from the "
-                                   f"store ({key}); the job may still be publishing it",
-                                   field="key")
+                                   "store; the job may still be publishing it", field="name")
         return Download(filename=filename, path=path)
     raise StorageError(f"downloads need a local or S3 store, not {type(store).__name__}")

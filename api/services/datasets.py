@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from api.errors import PayloadTooLarge
 from api.schemas import DatasetPage, DatasetRead, DatasetStats
-from api.services.jobs import check_limit
-from streamguard.datasets import inspect_files, read_examples
+from streamguard.contract import dataset_hashes_key, dataset_key
+from streamguard.datasets import Example, inspect_files, read_examples
 from streamguard.db import datasets as datasets_repo
 from streamguard.db.models import Dataset
 from streamguard.errors import DataError
@@ -20,10 +20,17 @@ from streamguard.settings import Settings
 from streamguard.storage import ArtifactStore
 
 CHUNK = 1024 * 1024
+HASH_BYTES = 8
 
 
-def dataset_key(tenant_id: str, dataset_id: str) -> str:
-    return f"tenants/{tenant_id}/datasets/{dataset_id}.jsonl"
+def func_hashes(examples: list[Example]) -> bytes:
+    """The sorted, distinct 8-byte sha256 prefixes of the functions (for overlap checks)."""
+    digests = {hashlib.sha256(e.func.encode("utf-8")).digest()[:HASH_BYTES] for e in examples}
+    return b"".join(sorted(digests))
+
+
+def read_func_hashes(data: bytes) -> set[bytes]:
+    return {data[i:i + HASH_BYTES] for i in range(0, len(data) - HASH_BYTES + 1, HASH_BYTES)}
 
 
 def _copy_limited(src: BinaryIO, dest: Path, max_bytes: int) -> tuple[int, str]:
@@ -56,7 +63,7 @@ def upload_dataset(*, session: Session, store: ArtifactStore, settings: Settings
         path = Path(tmp) / "data.jsonl"
         size, sha256 = _copy_limited(src, path, settings.api.max_upload_mb * CHUNK)
         try:
-            read_examples(path)
+            examples = read_examples(path)
         except DataError as exc:  # name the upload, not our temp file
             raise DataError(label, exc.problems, total=exc.total,
                             summary=str(exc.message).splitlines()[0].replace(str(path), label)
@@ -67,10 +74,13 @@ def upload_dataset(*, session: Session, store: ArtifactStore, settings: Settings
             size_bytes=size, sha256=sha256, stats=stats)
         dataset.storage_key = dataset_key(tenant_id, dataset.id)
         store.put_file(path, dataset.storage_key)
+        hashes_key = dataset_hashes_key(tenant_id, dataset.id)
+        store.put_bytes(func_hashes(examples), hashes_key)
     try:
         session.commit()
     except Exception:
         store.delete(dataset.storage_key)  # no row, no object
+        store.delete(hashes_key)
         raise
     return dataset
 
@@ -92,9 +102,8 @@ def read_dataset(*, session: Session, tenant_id: str, dataset_id: str) -> Datase
                                                       dataset_id=dataset_id))
 
 
-def list_datasets(*, session: Session, settings: Settings, tenant_id: str, limit: int,
+def list_datasets(*, session: Session, tenant_id: str, limit: int,
                   cursor: str | None) -> DatasetPage:
-    check_limit(limit, settings)
     rows, next_cursor = datasets_repo.list_datasets(session=session, tenant_id=tenant_id,
                                                     limit=limit, cursor=cursor)
     return DatasetPage(items=[to_read(d) for d in rows], next_cursor=next_cursor)

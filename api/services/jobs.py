@@ -10,32 +10,41 @@ import json
 import logging
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
 from api.errors import IdempotencyConflict, InvalidRequest, QueueUnavailable
 from api.queue import Enqueue
 from api.schemas import (
-    DatasetRef,
     EpochMetricPage,
     EpochMetricRead,
     JobCreate,
-    JobDatasets,
     JobPage,
     JobRead,
     JobSummary,
     Progress,
+    TestMetrics,
     TransitionRead,
+)
+from api.services.datasets import read_func_hashes
+from api.services.quotas import check_job_quota
+from streamguard import contract
+from streamguard.contract import (
+    FINISHED_WITH_MODEL,
+    DatasetIdRef,
+    DatasetRef,
+    InvalidDatasetUri,
+    JobConfig,
+    JobDatasets,
+    JobStatus,
 )
 from streamguard.db import jobs as jobs_repo
 from streamguard.db import metrics as metrics_repo
 from streamguard.db.datasets import get_dataset
 from streamguard.db.jobs import DuplicateIdempotencyKey
-from streamguard.db.models import Job, JobStatus, utcnow
+from streamguard.db.models import Dataset, Job, utcnow
 from streamguard.settings import Settings
-from streamguard.spec import TrainConfig, parse_train_config
-from streamguard.storage import ArtifactStore, S3ArtifactStore, check_key
+from streamguard.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -46,65 +55,124 @@ def request_hash(body: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def tenant_prefix(tenant_id: str) -> str:
-    return f"tenants/{tenant_id}/"
-
-
 # --- validation (all of it happens before anything is stored or queued) -------------------------
 
-def _check_ref(*, session: Session, store: ArtifactStore, tenant_id: str, ref: DatasetRef,
-               field: str) -> None:
-    if ref.dataset_id is not None:
-        if get_dataset(session=session, tenant_id=tenant_id, dataset_id=ref.dataset_id) is None:
+def _check_model(*, session: Session, settings: Settings, tenant_id: str,
+                 config: JobConfig) -> None:
+    """The base model: an allowed hub name, or one of the tenant's finished jobs with weights."""
+    ref = contract.parse_model_ref(config.model)  # the form was checked by JobConfig
+    allowed = settings.api.allowed_hub_models
+    if ref.kind == "hub" and allowed is not None and ref.name not in allowed:
+        raise InvalidRequest(f"model {ref.name!r} is not allowed on this deployment; accepted: "
+                             f"{', '.join(sorted(allowed)) or 'no hub model'}, a from-scratch "
+                             "architecture, or job:<id> of your finished jobs",
+                             field="config.model")
+    if ref.kind != "job":
+        return
+    assert ref.job_id is not None
+    source = jobs_repo.get_job(session=session, job_id=ref.job_id, tenant_id=tenant_id)
+    has = source is not None and source.status in FINISHED_WITH_MODEL and \
+        metrics_repo.get_checkpoint(session=session, job_id=ref.job_id,
+                                    name=ref.checkpoint) is not None
+    if not has:  # another tenant's job reads exactly like a missing one
+        raise InvalidRequest(
+            f"{config.model!r}: none of your jobs with id {ref.job_id} has finished "
+            f"(completed or early_stopped) with a {ref.checkpoint!r} checkpoint; list yours "
+            "with GET /v1/jobs?status=completed", field="config.model")
+
+
+def _resolve_dataset(*, session: Session, store: ArtifactStore, tenant_id: str,
+                     ref: DatasetRef, field: str) -> Dataset | str:
+    """The tenant's uploaded dataset row, or the store key named by a uri."""
+    if isinstance(ref, DatasetIdRef):
+        dataset = get_dataset(session=session, tenant_id=tenant_id, dataset_id=ref.dataset_id)
+        if dataset is None:
             raise InvalidRequest(f"dataset {ref.dataset_id!r} not found among your datasets; "
                                  "upload one with POST /v1/datasets and pass its id",
                                  field=f"{field}.dataset_id")
-        return
-    uri = ref.uri or ""
-    accepted = "a dataset_id, or s3://<bucket>/tenants/<your tenant id>/... in the " \
-               "configured bucket"
-    if not isinstance(store, S3ArtifactStore):
-        raise InvalidRequest(f"uri {uri!r} is not accepted: this deployment stores datasets "
-                             "locally, so pass a dataset_id from POST /v1/datasets",
-                             field=f"{field}.uri")
-    parts = urlsplit(uri)
-    full_key = parts.path.lstrip("/")
-    store_prefix = f"{store.prefix}/" if store.prefix else ""
-    allowed = store_prefix + tenant_prefix(tenant_id)
-    if parts.netloc != store.bucket or not full_key.startswith(allowed) or parts.query \
-            or parts.fragment:
-        raise InvalidRequest(f"uri {uri!r} is outside your area; accepted: {accepted} "
-                             f"(s3://{store.bucket}/{allowed}...)", field=f"{field}.uri")
-    key = full_key[len(store_prefix):]
+        return dataset
     try:
-        check_key(key)
-    except Exception as exc:  # StorageError: '..', empty parts, ...
-        raise InvalidRequest(f"uri {uri!r} is not a plain object key: {exc}",
-                             field=f"{field}.uri") from None
+        key = contract.dataset_uri_key(ref.uri, store=store, tenant_id=tenant_id)
+    except InvalidDatasetUri as exc:
+        raise InvalidRequest(exc.message, field=f"{field}.uri") from None
     if not store.exists(key):
-        raise InvalidRequest(f"no object at {uri!r}; upload it first or pass a dataset_id",
+        raise InvalidRequest(f"no object at {ref.uri!r}; upload it first or pass a dataset_id",
                              field=f"{field}.uri")
+    return key
+
+
+def _check_split(split: str, dataset: Dataset, field: str) -> None:
+    """Empty splits and one-class train/val splits can only fail (or mislead) on a GPU."""
+    stats = dataset.stats or {}
+    rows, safe, vulnerable = (int(stats.get(k, 0)) for k in ("rows", "n_safe", "n_vulnerable"))
+    if rows == 0:
+        raise InvalidRequest(f"dataset {dataset.id} ({dataset.name!r}) has no rows; a "
+                             f"{split} split needs examples of both classes", field=field)
+    if split in ("train", "val") and (safe == 0 or vulnerable == 0):
+        raise InvalidRequest(
+            f"dataset {dataset.id} ({dataset.name!r}) has one class only ({safe} safe, "
+            f"{vulnerable} vulnerable); the {split} split needs both: class weights, the "
+            "collapse guard and F1 are meaningless otherwise", field=field)
+
+
+def _overlap_warning(store: ArtifactStore, tenant_id: str, train: Dataset, val: Dataset,
+                     threshold: float) -> str | None:
+    """A warning when more than `threshold` of val's functions also occur in train."""
+    try:
+        a = read_func_hashes(store.get_bytes(contract.dataset_hashes_key(tenant_id, train.id)))
+        b = read_func_hashes(store.get_bytes(contract.dataset_hashes_key(tenant_id, val.id)))
+    except Exception:  # noqa: BLE001 - no hashes stored (or unreadable): nothing to compare
+        log.debug("no function hashes for %s/%s", train.id, val.id, exc_info=True)
+        return None
+    if not b:
+        return None
+    shared = len(a & b)
+    fraction = shared / len(b)
+    if fraction <= threshold:
+        return None
+    return (f"{shared} of the {len(b)} distinct validation functions ({fraction:.1%}) also "
+            f"occur in the training split (above {threshold:.1%}): validation scores will be "
+            "optimistic; deduplicate with `streamguard data inspect`")
 
 
 def validate_submission(*, session: Session, store: ArtifactStore, settings: Settings,
-                        tenant_id: str, body: JobCreate) -> TrainConfig:
-    """Check the config, the runtime limit and every dataset reference; returns the config.
+                        tenant_id: str, body: JobCreate) -> list[str]:
+    """Check what the schema cannot: the base model, the runtime limit and the datasets.
+
+    Returns the warnings to record on the job.
 
     Raises:
-        InvalidTrainConfig: naming each bad `config.<field>`.
-        InvalidRequest: a runtime over the limit, or a dataset reference that is not yours.
+        InvalidRequest: naming the field (`config.model`, `max_runtime_s`, `datasets.<split>`).
     """
-    config = parse_train_config(body.config)
+    _check_model(session=session, settings=settings, tenant_id=tenant_id, config=body.config)
     limit = settings.worker.max_job_runtime_s
     if body.max_runtime_s is not None and body.max_runtime_s > limit:
         raise InvalidRequest(f"max_runtime_s {body.max_runtime_s} is above this deployment's "
                              f"limit; accepted: 60 to {limit}", field="max_runtime_s")
-    for split in ("train", "val", "test"):
-        ref = getattr(body.datasets, split)
-        if ref is not None:
-            _check_ref(session=session, store=store, tenant_id=tenant_id, ref=ref,
-                       field=f"datasets.{split}")
-    return config
+    seen: dict[str, str] = {}  # dataset id / uri / sha256 -> the split that used it
+    resolved: dict[str, Dataset] = {}
+    for split, ref in body.datasets.refs().items():
+        field = f"datasets.{split}"
+        target = _resolve_dataset(session=session, store=store, tenant_id=tenant_id, ref=ref,
+                                  field=field)
+        identities = [target] if isinstance(target, str) else [target.id, target.sha256]
+        for identity in identities:
+            if identity in seen:
+                raise InvalidRequest(
+                    f"{field} is the same dataset as datasets.{seen[identity]}; every split "
+                    "needs its own data (held-out rows are what make the scores honest)",
+                    field=field)
+            seen[identity] = split
+        if isinstance(target, Dataset):
+            _check_split(split, target, field)
+            resolved[split] = target
+    warnings = []
+    if "train" in resolved and "val" in resolved:
+        warning = _overlap_warning(store, tenant_id, resolved["train"], resolved["val"],
+                                   settings.api.overlap_warn_fraction)
+        if warning:
+            warnings.append(warning)
+    return warnings
 
 
 # --- use cases -------------------------------------------------------------------------------
@@ -134,16 +202,15 @@ def submit_job(*, session: Session, store: ArtifactStore, settings: Settings, te
             session=session, tenant_id=tenant_id, idempotency_key=idempotency_key)
         if existing is not None:
             return _replay(existing, digest, idempotency_key), False
-    config = validate_submission(session=session, store=store, settings=settings,
-                                 tenant_id=tenant_id, body=body)
-    spec = body.model_dump(mode="json")
-    spec["config"] = config.model_dump(mode="json")  # stored with the defaults filled in
-    spec["datasets"] = {split: ref.model_dump(exclude_none=True) if ref else None  # CONTRACT REF
-                        for split, ref in body.datasets}
+    check_job_quota(session=session, settings=settings, tenant_id=tenant_id)
+    warnings = validate_submission(session=session, store=store, settings=settings,
+                                   tenant_id=tenant_id, body=body)
+    spec = body.model_dump(mode="json")  # the contract's JobSpec, with every default filled in
     try:
         job = jobs_repo.create_job(session=session, tenant_id=tenant_id, spec=spec,
-                                   total_epochs=config.epochs, name=body.name,
-                                   idempotency_key=idempotency_key, request_hash=digest)
+                                   total_epochs=body.config.epochs, name=body.name,
+                                   idempotency_key=idempotency_key, request_hash=digest,
+                                   warnings=warnings)
     except DuplicateIdempotencyKey as exc:  # a concurrent request with the same key won
         session.rollback()
         winner = jobs_repo.get_job_or_raise(session=session, job_id=exc.job_id)
@@ -152,8 +219,8 @@ def submit_job(*, session: Session, store: ArtifactStore, settings: Settings, te
     try:
         enqueue(job.id)
     except Exception as exc:
-        log.exception("enqueue of job %s failed", job.id)
-        reason = f"could not be queued: {type(exc).__name__}: {exc}"
+        log.exception("enqueue of job %s failed", job.id)  # the broker's address stays here
+        reason = "could not be queued: the broker is unavailable"
         jobs_repo.transition(session=session, job=job, to_status=JobStatus.FAILED, reason=reason)
         session.commit()
         raise QueueUnavailable(f"job {job.id} could not be queued (the broker is unavailable) "
@@ -172,9 +239,8 @@ def cancel_job(*, session: Session, job: Job) -> Job:
     return job
 
 
-def list_jobs(*, session: Session, settings: Settings, tenant_id: str, limit: int,
-              cursor: str | None, status: JobStatus | None) -> JobPage:
-    check_limit(limit, settings)
+def list_jobs(*, session: Session, tenant_id: str, limit: int, cursor: str | None,
+              status: JobStatus | None) -> JobPage:
     rows, next_cursor = jobs_repo.list_jobs(session=session, tenant_id=tenant_id, status=status,
                                             limit=limit, cursor=cursor)
     now = utcnow()
@@ -184,47 +250,28 @@ def list_jobs(*, session: Session, settings: Settings, tenant_id: str, limit: in
 
 def read_job(*, session: Session, job: Job) -> JobRead:
     transitions = jobs_repo.list_transitions(session=session, job_id=job.id)
-    spec = job.spec or {}
+    spec = contract.load_job_spec(job.spec)
     return JobRead(
         **_summary_fields(job, utcnow()),
-        datasets=JobDatasets.model_validate(spec.get("datasets", {})),
-        config=TrainConfig.model_validate(spec.get("config", {})),
-        max_runtime_s=spec.get("max_runtime_s"),
-        transitions=[TransitionRead(from_status=t.from_status, to_status=t.to_status,
-                                    reason=t.reason, created_at=t.created_at)
+        datasets=JobDatasets.model_validate(spec.datasets.model_dump()),
+        config=spec.config,
+        max_runtime_s=spec.max_runtime_s,
+        transitions=[TransitionRead.model_validate(t, from_attributes=True)
                      for t in transitions])
 
 
-def list_metrics(*, session: Session, settings: Settings, job: Job, offset: int,
-                 limit: int) -> EpochMetricPage:
-    check_limit(limit, settings)
+def list_metrics(*, session: Session, job: Job, offset: int, limit: int) -> EpochMetricPage:
     rows = metrics_repo.list_epochs(session=session, job_id=job.id, offset=offset,
                                     limit=limit + 1)
     more = len(rows) > limit
-    items = [EpochMetricRead(
-        epoch=row.epoch, metrics=row.record,
-        prediction_distribution=_first(row.record, "prediction_distribution",
-                                       "pred_distribution"),
-        confusion_matrix=_first(row.record, "confusion_matrix", "confusion"),
-        created_at=row.created_at, updated_at=row.updated_at) for row in rows[:limit]]
+    items = [EpochMetricRead(**EpochMetricRead.from_record(row.record).model_dump(),
+                             created_at=row.created_at, updated_at=row.updated_at)
+             for row in rows[:limit]]
     return EpochMetricPage(items=items, offset=offset, limit=limit,
                            next_offset=offset + limit if more else None)
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-def check_limit(limit: int, settings: Settings) -> None:
-    if limit > settings.api.page_size_max:
-        raise InvalidRequest(f"limit {limit} is too large; accepted: 1 to "
-                             f"{settings.api.page_size_max}", field="limit")
-
-
-def _first(record: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if key in record:
-            return record[key]
-    return None
-
 
 def eta_seconds(job: Job, now: datetime) -> float | None:
     """Time per completed epoch so far times the epochs left; None unless running with data."""
@@ -238,14 +285,16 @@ def _summary_fields(job: Job, now: datetime) -> dict[str, Any]:
     epochs = max(job.total_epochs, 1)
     epoch = min(job.current_epoch, epochs)
     config = (job.spec or {}).get("config") or {}
+    test = TestMetrics.from_record(job.test_metrics) if job.test_metrics else None
     return {
         "id": job.id, "name": job.name, "status": JobStatus(job.status),
         "outcome_message": job.outcome_message, "cancel_requested": job.cancel_requested,
         "progress": Progress(epoch=epoch, epochs=epochs,
                              percent=round(100.0 * epoch / epochs, 1)),
         "eta_s": eta_seconds(job, now), "best_epoch": job.best_epoch,
-        "best_metric": job.best_metric, "selection_metric": config.get("selection_metric"),
-        "test_metrics": job.test_metrics, "attempts": job.attempts,
+        "best_metric": job.best_metric,
+        "selection_metric": config.get("selection_metric", "f1"), "test_metrics": test,
+        "warnings": list(job.warnings or []), "attempts": job.attempts,
         "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "heartbeat_at": job.heartbeat_at,
     }

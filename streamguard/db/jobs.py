@@ -3,8 +3,8 @@
 State machine (every change is a `job_transitions` row plus a `status` event)::
 
     queued  -> running | cancelled | failed
-    running -> queued (reclaimed) | completed | early_stopped | collapsed | non_finite_loss
-               | cancelled | failed
+    running -> running (a lease taken over) | completed | early_stopped | collapsed
+               | non_finite_loss | cancelled | failed
     terminal -> (nothing)
 
 Workers own a job through a lease. `claim_job` bumps `fencing_token`; every worker write passes
@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from streamguard.db.models import (
     JobEvent,
     JobStatus,
     JobTransition,
+    Tenant,
     UtcDateTime,
     utcnow,
 )
@@ -40,7 +42,7 @@ from streamguard.errors import JobNotFound, JobStateConflict, StreamGuardError
 
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
-    JobStatus.RUNNING: frozenset({JobStatus.QUEUED}) | TERMINAL_STATUSES,
+    JobStatus.RUNNING: TERMINAL_STATUSES,
     **{status: frozenset() for status in TERMINAL_STATUSES},
 }
 
@@ -116,11 +118,11 @@ def _expire(session: Session, job_id: str) -> None:
 
 def create_job(*, session: Session, tenant_id: str, spec: dict[str, Any], total_epochs: int,
                name: str | None = None, idempotency_key: str | None = None,
-               request_hash: str | None = None) -> Job:
+               request_hash: str | None = None, warnings: list[str] | None = None) -> Job:
     """Insert a queued job. Raises DuplicateIdempotencyKey (session stays usable) on reuse."""
     job = Job(tenant_id=tenant_id, spec=spec, total_epochs=total_epochs, name=name,
               idempotency_key=idempotency_key, request_hash=request_hash,
-              status=JobStatus.QUEUED.value)
+              status=JobStatus.QUEUED.value, warnings=list(warnings or []))
     try:
         with session.begin_nested():  # a savepoint, so a duplicate does not doom the transaction
             session.add(job)
@@ -260,11 +262,11 @@ def claim_job(*, session: Session, job_id: str, worker_id: str, lease_s: int,
     }
     base = sa.update(Job).where(Job.id == job_id, Job.cancel_requested.is_(False))
     cases = [
-        (JobStatus.QUEUED, Job.status == JobStatus.QUEUED.value, "claimed by {w}"),
+        (JobStatus.QUEUED, Job.status == JobStatus.QUEUED.value, "claimed by a worker"),
         (JobStatus.RUNNING,
          sa.and_(Job.status == JobStatus.RUNNING.value,
                  sa.or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)),
-         "lease expired; reclaimed by {w}"),
+         "lease expired; reclaimed by another worker"),
     ]
     for from_status, condition, reason in cases:
         row = session.execute(
@@ -273,8 +275,8 @@ def claim_job(*, session: Session, job_id: str, worker_id: str, lease_s: int,
         if row is not None:
             _expire(session, job_id)
             _record(session, job_id=job_id, from_status=from_status.value,
-                    to_status=JobStatus.RUNNING.value, reason=reason.format(w=worker_id),
-                    attempt=row.attempts, worker=worker_id)
+                    to_status=JobStatus.RUNNING.value, reason=f"{reason} (attempt {row.attempts})",
+                    attempt=row.attempts)  # the worker's host stays in lease_owner, not shown
             return int(row.fencing_token)
     return None
 
@@ -345,3 +347,22 @@ def finish_job(*, session: Session, job_id: str, token: int, status: JobStatus |
         job.test_metrics = test_metrics
     session.flush()
     return transition(session=session, job=job, to_status=target, reason=message)
+
+
+def count_jobs_by_status(*, session: Session, tenant_id: str,
+                         statuses: Collection[JobStatus] | None = None,
+                         lock_tenant: bool = False) -> dict[str, int]:
+    """The tenant's jobs per status (`{"queued": 3, "running": 1}`; absent statuses are absent).
+
+    With `lock_tenant`, the tenant's row is locked first (`FOR NO KEY UPDATE` on PostgreSQL,
+    held until commit or rollback), so concurrent submissions of one tenant count one after
+    the other and a quota cannot be overshot; other tenants and dataset uploads are not blocked.
+    """
+    if lock_tenant:
+        session.execute(sa.select(Tenant.id).where(Tenant.id == tenant_id)
+                        .with_for_update(key_share=True))
+    query = sa.select(Job.status, sa.func.count()).where(Job.tenant_id == tenant_id)
+    if statuses is not None:
+        query = query.where(Job.status.in_([JobStatus(s).value for s in statuses]))
+    rows = session.execute(query.group_by(Job.status)).all()
+    return {str(status): int(count) for status, count in rows}

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from streamguard.contract import TERMINAL_STATUSES, EventKind, JobStatus
+
+__all__ = ["TERMINAL_STATUSES", "EventKind", "JobStatus"]  # re-exported: the contract's
 
 # Stable constraint names on every backend, so migrations (and SQLite batch mode) can refer to them.
 NAMING_CONVENTION = {
@@ -61,31 +64,6 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    EARLY_STOPPED = "early_stopped"
-    COLLAPSED = "collapsed"
-    NON_FINITE_LOSS = "non_finite_loss"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-
-
-TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({
-    JobStatus.COMPLETED, JobStatus.EARLY_STOPPED, JobStatus.COLLAPSED,
-    JobStatus.NON_FINITE_LOSS, JobStatus.CANCELLED, JobStatus.FAILED,
-})
-
-
-class EventKind(StrEnum):
-    STATUS = "status"
-    EPOCH = "epoch"
-    WARNING = "warning"
-    CHECKPOINT = "checkpoint"
-    TEST = "test"  # the best checkpoint's test-split metrics
 
 
 class Base(DeclarativeBase):
@@ -146,6 +124,8 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(200), default=None)
     request_hash: Mapped[str | None] = mapped_column(sa.String(64), default=None)
     outcome_message: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    #: Problems found at submit that did not stop it (train/val overlap, ...).
+    warnings: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     lease_owner: Mapped[str | None] = mapped_column(sa.String(200), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)

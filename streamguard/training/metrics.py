@@ -7,7 +7,7 @@ record carries the prediction distribution next to the scores.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,7 +29,6 @@ class EvalMetrics:
     confusion: list[list[int]]  # confusion[actual][predicted]
     predicted: list[int]  # predictions per class
     actual: list[int]  # labels per class
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pred_distribution(self) -> dict[str, int]:
@@ -38,14 +37,13 @@ class EvalMetrics:
 
     def as_dict(self, prefix: str = "") -> dict[str, Any]:
         """JSON-native flat view (None for an undefined ROC-AUC)."""
-        out: dict[str, Any] = {
+        return {
             f"{prefix}loss": self.loss, f"{prefix}accuracy": self.accuracy,
             f"{prefix}precision": self.precision, f"{prefix}recall": self.recall,
             f"{prefix}f1": self.f1, f"{prefix}mcc": self.mcc, f"{prefix}roc_auc": self.roc_auc,
             f"{prefix}confusion_matrix": self.confusion,
             f"{prefix}prediction_distribution": self.pred_distribution,
         }
-        return out
 
 
 def _safe_div(num: float, den: float) -> float:

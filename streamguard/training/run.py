@@ -62,8 +62,13 @@ def run(config: TrainConfig, *, train_path: str | Path, val_path: str | Path,
         store_prefix: str = "", should_cancel: Callable[[], bool] | None = None,
         resume: bool = True, device: str | None = None, progress: bool = False,
         callbacks: Sequence[Callback] = (),
-        scheduler_factory: SchedulerFactory = build_scheduler) -> RunResult:
-    """Validate, build, train. Raises DataError/InvalidTrainConfig before any training step."""
+        scheduler_factory: SchedulerFactory = build_scheduler,
+        base_model: Path | None = None) -> RunResult:
+    """Validate, build, train. Raises DataError/InvalidTrainConfig before any training step.
+
+    `base_model` is a local model folder to start from instead of `config.model` (the worker
+    passes an earlier job's checkpoint for `job:<id>` models); a resume checkpoint wins.
+    """
     work_dir = Path(work_dir)
     dev = pick_device(config, device)
     train_ex, val_ex = read_examples(train_path), read_examples(val_path)
@@ -84,7 +89,8 @@ def run(config: TrainConfig, *, train_path: str | Path, val_path: str | Path,
                 f"{resume_from} was written with a different config (fields {changed}); "
                 "use a fresh output directory or disable resume")
         resume_state = ckpt.load_state(resume_from, map_location=dev)
-    model, tokenizer = build_model(config, [e.func for e in train_ex], checkpoint=resume_from)
+    model, tokenizer = build_model(config, [e.func for e in train_ex],
+                                   checkpoint=resume_from or base_model)
 
     def loader(examples: Sequence, *, shuffle: bool, batch: int):  # type: ignore[no-untyped-def]
         split = tokenize(tokenizer, [e.func for e in examples], [e.target for e in examples],

@@ -71,8 +71,9 @@ class ApiHarness:
         return self.client.post("/v1/datasets", headers=self.auth(tenant),
                                 files={"file": (name, data, "application/x-ndjson")})
 
-    def dataset_id(self, tenant: str = "a") -> str:
-        response = self.upload(good_rows(), tenant)
+    def dataset_id(self, tenant: str = "a", start: int = 0) -> str:
+        """A fresh upload; `start` varies its functions (splits must not be the same data)."""
+        response = self.upload(good_rows(start=start), tenant)
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
 
@@ -80,16 +81,16 @@ class ApiHarness:
         body: dict[str, Any] = {
             "name": "tiny",
             "datasets": {"train": {"dataset_id": self.dataset_id(tenant)},
-                         "val": {"dataset_id": self.dataset_id(tenant)}},
+                         "val": {"dataset_id": self.dataset_id(tenant, start=1000)}},
             "config": {"model": "tiny", "epochs": 2, "batch_size": 8, "max_seq_len": 64},
         }
         body.update(overrides)
         return body
 
 
-def good_rows(n: int = 12) -> list[dict[str, Any]]:
+def good_rows(n: int = 12, start: int = 0) -> list[dict[str, Any]]:
     return [{"func": f"int f{i}(int x) {{ return x + {i}; }}", "target": i % 2, "id": i}
-            for i in range(n)]
+            for i in range(start, start + n)]
 
 
 def make_harness(tmp_path: Path, db_url: str, sessions: Callable[[], Session], *,
@@ -145,3 +146,23 @@ def s3_api_fixture(tmp_path: Path, api_db_url: str, api_sessions: Callable[[], S
     S3ArtifactStore(bucket, "sg", endpoint_url=s3_server).ensure_bucket()
     yield from make_harness(tmp_path, api_db_url, api_sessions,
                             storage_uri=f"s3://{bucket}/sg", endpoint_url=s3_server)
+
+
+def epoch_record(epoch: int, **overrides: Any) -> dict[str, Any]:
+    """A full epoch record with every key the training loop writes (see training/loop.py)."""
+    record: dict[str, Any] = {
+        "epoch": epoch, "step": 10 * epoch, "train_loss": 0.7, "val_loss": 0.69,
+        "accuracy": 0.6, "precision": 0.55, "recall": 0.5, "f1": 0.1 * epoch, "mcc": 0.2,
+        "roc_auc": 0.65, "confusion_matrix": [[1, 2], [3, 4]],
+        "prediction_distribution": {"predicted_vulnerable": 6, "predicted_safe": 4,
+                                    "actual_vulnerable": 7, "actual_safe": 3},
+        "lr": 1e-4, "train_samples_per_s": 50.0, "epoch_time_s": 2.0, "warnings": [],
+        "is_best": True, "collapse_streak": 0,
+    }
+    return record | overrides
+
+
+def warning_payload(epoch: int, message: str) -> dict[str, Any]:
+    """A `warning` event payload as the training loop writes it."""
+    return {"epoch": epoch, "message": message,
+            "prediction_distribution": epoch_record(epoch)["prediction_distribution"]}

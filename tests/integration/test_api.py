@@ -18,7 +18,7 @@ from streamguard.db import metrics as metrics_repo
 from streamguard.db.models import EventKind, JobStatus
 from streamguard.storage import store_from_uri
 from tests.integration import api_fixtures
-from tests.integration.api_fixtures import ApiHarness, good_rows
+from tests.integration.api_fixtures import ApiHarness, epoch_record, good_rows, warning_payload
 
 # Fixtures from api_fixtures (integration/conftest.py is owned elsewhere).
 api_db_url = api_fixtures.api_db_url
@@ -180,16 +180,17 @@ def test_invalid_config_names_the_field_and_stores_nothing(api: ApiHarness, conf
     response = submit(api, body)
     assert response.status_code == 422, response.text
     error = error_of(response)
-    assert error["code"] == "invalid_train_config" and error["field"] == field
+    assert error["code"] == "validation_error" and error["field"] == field
     assert field in [p["field"] for p in error["details"]]
     assert api.enqueued == [] and job_count(api) == 0
 
 
 @pytest.mark.parametrize(("ref", "field"), [
-    ({"uri": "http://example.com/train.jsonl"}, "datasets.train"),
-    ({"uri": "file:///etc/passwd"}, "datasets.train"),
-    ({"path": "/data/train.jsonl"}, "datasets.train.path"),
-    ({}, "datasets.train"),
+    ({"uri": "http://example.com/train.jsonl"}, "datasets.train.uri"),
+    ({"uri": "file:///etc/passwd"}, "datasets.train.uri"),
+    ({"path": "/data/train.jsonl"}, "datasets.train.dataset_id"),
+    ({}, "datasets.train.dataset_id"),
+    ("train.jsonl", "datasets.train"),
     ({"uri": "s3://bucket/tenants/x/train.jsonl"}, "datasets.train.uri"),  # local store
     ({"dataset_id": "0" * 32}, "datasets.train.dataset_id"),
 ])
@@ -239,7 +240,7 @@ def test_enqueue_failure_marks_the_job_failed_and_answers_503(api: ApiHarness) -
     assert response.status_code == 503
     assert error_of(response)["code"] == "queue_unavailable"
     (job,) = api.client.get("/v1/jobs", headers=api.auth()).json()["items"]
-    assert job["status"] == "failed" and "broker down" in job["outcome_message"]
+    assert job["status"] == "failed" and "broker is unavailable" in job["outcome_message"]
 
 
 # --- listing, reading, cancelling ----------------------------------------------------------------
@@ -308,15 +309,16 @@ def test_metrics_are_paged(api: ApiHarness) -> None:
     with api.sessions() as session:
         for epoch in (1, 2, 3):
             metrics_repo.upsert_epoch(session=session, job_id=job_id, token=token, epoch=epoch,
-                                      record={"epoch": epoch, "val/f1": 0.1 * epoch,
-                                              "prediction_distribution": [0.5, 0.5],
-                                              "confusion": [[1, 2], [3, 4]]})
+                                      record=epoch_record(epoch))
         session.commit()
     url = f"/v1/jobs/{job_id}/metrics"
     page = api.client.get(url, params={"limit": 2}, headers=api.auth()).json()
     assert [m["epoch"] for m in page["items"]] == [1, 2] and page["next_offset"] == 2
-    assert page["items"][0]["confusion_matrix"] == [[1, 2], [3, 4]]
-    assert page["items"][0]["prediction_distribution"] == [0.5, 0.5]
+    assert page["items"][0]["confusion_matrix"] == {
+        "true_negative": 1, "false_positive": 2, "false_negative": 3, "true_positive": 4}
+    assert page["items"][0]["prediction_distribution"] == {
+        "predicted_vulnerable": 6, "predicted_safe": 4, "actual_vulnerable": 7, "actual_safe": 3}
+    assert page["items"][1]["f1"] == pytest.approx(0.2)
     rest = api.client.get(url, params={"offset": 2}, headers=api.auth()).json()
     assert [m["epoch"] for m in rest["items"]] == [3] and rest["next_offset"] is None
 
@@ -353,9 +355,9 @@ def test_sse_replays_after_last_event_id_and_ends_at_the_terminal_status(api: Ap
     token = run_job(api, job_id)
     with api.sessions() as session:
         first = metrics_repo.add_event(session=session, job_id=job_id, kind=EventKind.EPOCH,
-                                       payload={"epoch": 1, "val/f1": 0.4})
+                                       payload=epoch_record(1))
         second = metrics_repo.add_event(session=session, job_id=job_id, kind=EventKind.WARNING,
-                                        payload={"epoch": 2, "message": "vulnerable under 30%"})
+                                        payload=warning_payload(2, "vulnerable under 30%"))
         session.commit()
     finish(api, job_id, token, JobStatus.COLLAPSED, "class vulnerable got 0 predictions")
     url = f"/v1/jobs/{job_id}/events"
@@ -397,7 +399,8 @@ def test_sse_tails_live_events_until_the_job_finishes(fixture: str,
         for epoch in (1, 2):
             with api.sessions() as session:
                 event = metrics_repo.add_event(session=session, job_id=job_id,
-                                               kind=EventKind.EPOCH, payload={"epoch": epoch})
+                                               kind=EventKind.EPOCH,
+                                               payload=epoch_record(epoch))
                 session.commit()
             publisher.publish(f"job:{job_id}:events", json.dumps({"id": event.id}))
             time.sleep(0.3)
@@ -444,7 +447,7 @@ def publish_checkpoint(api: ApiHarness, job_id: str, tenant: str = "a") -> bytes
             manifest={"name": "best", "epoch": 1, "key_prefix": prefix,
                       "archive_key": f"{prefix}.model.tar.gz", "size_bytes": len(archive),
                       "sha256": "ab" * 32, "manifest": {"format": 1, "files": []}},
-            size_bytes=len(archive), metrics={"val/f1": 0.61})
+            size_bytes=len(archive), metrics=epoch_record(1, f1=0.61))
         session.commit()
     return archive
 
@@ -455,7 +458,8 @@ def test_checkpoints_list_and_local_download(api: ApiHarness) -> None:
     listed = api.client.get(f"/v1/jobs/{job_id}/checkpoints", headers=api.auth()).json()
     assert listed["items"][0] | {"updated_at": None} == {
         "name": "best", "epoch": 1, "size_bytes": len(archive), "sha256": "ab" * 32,
-        "metrics": {"val/f1": 0.61}, "updated_at": None}
+        "metrics": listed["items"][0]["metrics"], "updated_at": None}
+    assert listed["items"][0]["metrics"]["f1"] == 0.61
     response = api.client.get(f"/v1/jobs/{job_id}/checkpoints/best/download",
                               headers=api.auth())
     assert response.status_code == 200 and response.content == archive

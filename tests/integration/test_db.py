@@ -248,7 +248,8 @@ def test_claim_heartbeat_and_fencing(session: Session) -> None:
     with pytest.raises(StaleLease):  # same token, but the job is finished
         metrics_repo.upsert_epoch(session=session, job_id=job.id, token=t2, epoch=3, record={})
     reasons = [t.reason for t in jobs_repo.list_transitions(session=session, job_id=job.id)]
-    assert reasons == ["submitted", "claimed by w1", "lease expired; reclaimed by w2", "done"]
+    assert reasons == ["submitted", "claimed by a worker (attempt 1)",
+                       "lease expired; reclaimed by another worker (attempt 2)", "done"]
 
 
 def test_cancel_requested_job_cannot_be_claimed(session: Session) -> None:

@@ -175,7 +175,7 @@ def test_train_job_trains_records_and_finishes(world: World) -> None:
     for ckpt in checkpoints.values():
         assert ckpt.key_prefix == f"{prefix}epoch-{ckpt.epoch:04d}"
         archive = world.store.get_bytes(ckpt.manifest["archive_key"])
-        assert hashlib.sha256(archive).hexdigest() == ckpt.manifest["archive_sha256"]
+        assert hashlib.sha256(archive).hexdigest() == ckpt.manifest["sha256"]
         assert len(archive) == ckpt.size_bytes
     assert world.store.exists(f"{prefix}last.json")
     assert not (world.settings.worker.work_dir / job_id).exists()  # scratch space cleaned

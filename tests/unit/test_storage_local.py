@@ -185,22 +185,22 @@ def test_publish_writes_manifest_last_and_fetch_verifies(store: LocalArtifactSto
     monkeypatch.setattr(store, "put_file", lambda p, k: (order.append(k), real_put_file(p, k)))
     monkeypatch.setattr(store, "put_bytes", lambda b, k: (order.append(k), real_put_bytes(b, k)))
 
-    manifest = publish_dir(store, d, "jobs/7/step_000500/")
-    assert order[-1] == "jobs/7/step_000500/manifest.json"
+    manifest = publish_dir(store, d, "jobs/7/epoch-0005/")
+    assert order[-1] == "jobs/7/epoch-0005/manifest.json"
     assert len(order) == 4
-    assert json.loads(store.get_bytes("jobs/7/step_000500/manifest.json")) == manifest
+    assert json.loads(store.get_bytes("jobs/7/epoch-0005/manifest.json")) == manifest
 
     out = tmp_path / "fetched"
-    assert fetch_dir(store, "jobs/7/step_000500", out) == manifest
+    assert fetch_dir(store, "jobs/7/epoch-0005", out) == manifest
     assert build_manifest(out) == manifest
 
     # Corrupt one stored file (same size): the checksum catches it and names the file.
-    path = store.local_path("jobs/7/step_000500/tokenizer/vocab.json")
+    path = store.local_path("jobs/7/epoch-0005/tokenizer/vocab.json")
     path.write_text("[]")
     with pytest.raises(StorageError, match="checksum mismatch for 'tokenizer/vocab.json'"):
-        fetch_dir(store, "jobs/7/step_000500", tmp_path / "again")
+        fetch_dir(store, "jobs/7/epoch-0005", tmp_path / "again")
     assert not (tmp_path / "again" / "tokenizer" / "vocab.json").exists()
-    fetch_dir(store, "jobs/7/step_000500", tmp_path / "unverified", verify=False)
+    fetch_dir(store, "jobs/7/epoch-0005", tmp_path / "unverified", verify=False)
 
 
 def test_fetch_without_manifest_explains(store: LocalArtifactStore, tmp_path: Path) -> None:
@@ -219,9 +219,9 @@ def test_fetch_refuses_manifest_names_escaping_local_dir(store: LocalArtifactSto
 
 def test_pointers(store: LocalArtifactStore) -> None:
     assert read_pointer(store, "checkpoints/best.json") is None
-    write_pointer(store, "checkpoints/best.json", {"key_prefix": "ckpt/step_000500", "f1": 0.6})
+    write_pointer(store, "checkpoints/best.json", {"key_prefix": "ckpt/epoch-0005", "f1": 0.6})
     assert read_pointer(store, "checkpoints/best.json") == {
-        "key_prefix": "ckpt/step_000500", "f1": 0.6}
+        "key_prefix": "ckpt/epoch-0005", "f1": 0.6}
     store.put_bytes(b"[1, 2]", "checkpoints/bad.json")
     with pytest.raises(StorageError, match="expected an object"):
         read_pointer(store, "checkpoints/bad.json")
