@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import Unauthorized
 from api.queue import Enqueue, build_celery, celery_enqueue
+from api.ratelimit import check_rate
 from streamguard.db import tenants
 from streamguard.db.jobs import get_job_or_raise
 from streamguard.db.models import Job, Tenant
@@ -61,10 +62,13 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 
 
 def get_current_tenant(
+    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Tenant:
-    """The tenant owning the bearer key; 401 (with WWW-Authenticate) otherwise."""
+    """The tenant owning the bearer key; 401 (with WWW-Authenticate) otherwise; 429 when the
+    key is over its request rate (api.ratelimit)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing API key: send `Authorization: Bearer <key>` with the "
                            "key issued to your tenant")
@@ -72,6 +76,7 @@ def get_current_tenant(
     if tenant is None:
         raise Unauthorized("unknown or revoked API key: send a current key as "
                            "`Authorization: Bearer <key>`")
+    check_rate(request, settings, tenants.hash_key(credentials.credentials))
     return tenant
 
 

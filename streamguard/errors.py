@@ -64,3 +64,16 @@ class JobNotFound(StreamGuardError):
 
 class JobStateConflict(StreamGuardError):
     code = "conflict"
+
+
+class TooManyRequests(StreamGuardError):
+    """A per-tenant job quota or a per-key request rate is used up (HTTP 429).
+
+    `retry_after_s` (at least 1) is sent as the `Retry-After` header.
+    """
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after_s: int, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = max(1, int(retry_after_s))

@@ -3,8 +3,12 @@
 This is the only module that reads the environment. Every variable is `SG_`-prefixed and nested
 sections use `__`, e.g.::
 
-    SG_ENV=prod SG_DB__URL=postgresql+psycopg://sg:secret@db/streamguard \
-    SG_REDIS__URL=redis://redis:6379/0 SG_STORAGE__URI=s3://bucket/prefix streamguard up
+    SG_ENV=prod SG_DB__URL=postgresql+psycopg://sg:$DB_PASSWORD@db/streamguard \
+    SG_REDIS__URL=redis://:$REDIS_PASSWORD@redis:6379/0 SG_STORAGE__URI=s3://bucket/prefix \
+    streamguard up
+
+`SG_ENV=prod` refuses missing, short and well-known passwords in every URL setting
+(`url_secret_problem`), naming the setting and never the secret.
 
 Per-job hyperparameters are *not* here: they are `streamguard.spec.TrainConfig`. Read settings
 through `get_settings()` (cached) so tests can override the dependency or clear the cache.
@@ -15,13 +19,22 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Passwords copied from examples; refused in URLs unless `env == "dev"`.
-PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme"})
+#: Passwords that ship with images, examples and this repository's docker-compose.yml; refused
+#: (case-insensitively, also with trailing digits or symbols) in every URL unless `env == "dev"`.
+KNOWN_DEFAULT_SECRETS = frozenset({
+    "streamguard-local", "streamguard", "password", "passw0rd", "postgres", "guest", "admin",
+    "root", "minioadmin", "secret", "changeme", "changethis", "redis", "default", "test",
+    "example", "letmein", "qwerty",
+})
+#: Shortest password accepted outside dev.
+MIN_SECRET_LEN = 12
+#: URL schemes (prefixes) whose servers must be reached with a password outside dev.
+PASSWORD_REQUIRED_SCHEMES = ("postgres", "redis", "rediss", "amqp", "pyamqp", "mysql")
 
 DAY_S = 24 * 3600
 DEFAULT_DATA_DIR = Path("./.streamguard")
@@ -97,8 +110,9 @@ class Settings(BaseSettings):
             not above the job wall-time limit, or a heartbeat not shorter than the lease.
     """
 
+    # hide_input_in_errors: a refused URL must not be echoed, password and all, in the error.
     model_config = SettingsConfigDict(env_prefix="SG_", env_nested_delimiter="__",
-                                      extra="ignore")
+                                      extra="ignore", hide_input_in_errors=True)
 
     env: Literal["dev", "prod"] = "dev"
     data_dir: Path = DEFAULT_DATA_DIR
@@ -129,12 +143,14 @@ class Settings(BaseSettings):
                 f"worker.heartbeat_s ({self.worker.heartbeat_s}) must be shorter than "
                 f"worker.lease_s ({self.worker.lease_s})")
         if self.env != "dev":
-            for name, url in self._urls().items():
-                password = urlsplit(url).password if url else None
-                if password and password.lower() in PLACEHOLDER_SECRETS:
-                    raise ValueError(
-                        f"{name} uses the placeholder password {password!r}; set a real secret "
-                        f"(placeholders are accepted only with env='dev')")
+            problems = [f"{name}: {problem}" for name, url in self._urls().items()
+                        if url and (problem := url_secret_problem(url))]
+            if problems:
+                raise ValueError(
+                    f"env={self.env!r} refuses weak or missing secrets:\n  - "
+                    + "\n  - ".join(problems)
+                    + f"\naccepted: a password of at least {MIN_SECRET_LEN} characters that is "
+                    "not a known default (e.g. `openssl rand -hex 24`); env='dev' accepts any")
         return self
 
     def _urls(self) -> dict[str, str | None]:
@@ -170,6 +186,44 @@ class Settings(BaseSettings):
         if self.broker.url is None:
             for sub in ("queue", "processed", "control"):
                 (self.broker_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def url_secret_problem(url: str) -> str | None:
+    """Why the password in `url` is unacceptable outside dev, or None. Never names the secret.
+
+    A server URL (PostgreSQL, Redis, AMQP, ...) must carry a password: trust auth and a Redis
+    without `requirepass` are for development only. Any password present, in the userinfo or as
+    a `?password=` parameter, must be at least MIN_SECRET_LEN characters, not a known default,
+    not the user name and not one repeated character.
+    """
+    try:
+        parts = urlsplit(url)
+        username, password = parts.username, parts.password
+    except ValueError:
+        return "is not a valid URL"
+    scheme = parts.scheme.lower()
+    query_passwords = parse_qs(parts.query, keep_blank_values=True).get("password", [])
+    if password is None and query_passwords:
+        password = query_passwords[0]
+    if password is None:
+        if scheme.startswith(PASSWORD_REQUIRED_SCHEMES):
+            example = f"{scheme}://{'' if scheme.startswith('redis') else 'user'}:<password>@host"
+            return (f"has no password ({scheme} servers without one are for development only); "
+                    f"accepted: {example}...")
+        return None
+    secret = unquote(password)
+    if not secret:
+        return "has an empty password"
+    bare = secret.lower().rstrip("0123456789!@#$%^&*()-_=+.,;:?")
+    if secret.lower() in KNOWN_DEFAULT_SECRETS or bare in KNOWN_DEFAULT_SECRETS:
+        return "uses a well-known default password"
+    if len(secret) < MIN_SECRET_LEN:
+        return f"has a password shorter than {MIN_SECRET_LEN} characters"
+    if username and unquote(username).lower() == secret.lower():
+        return "has a password equal to its user name"
+    if len(set(secret)) == 1:
+        return "has a password of one repeated character"
+    return None
 
 
 @lru_cache

@@ -1,11 +1,17 @@
 """Artifact stores: one protocol, a local-folder and an S3 implementation, chosen by URI.
 
-Keys are `/`-separated relative paths (`jobs/<id>/checkpoints/epoch-003/model.safetensors`).
+Keys are `/`-separated relative paths
+(`tenants/<t>/jobs/<id>/checkpoints/epoch-0001/model.safetensors`).
 `store_from_uri("file:///abs/dir")` or `store_from_uri("s3://bucket/prefix")` picks the backend;
 boto3 is imported only by the S3 store, so the training core never needs it.
 
 Writes are all-or-nothing: a reader sees the old object or the new one, never half a file.
-Credentials for S3 come from boto3's normal chain (environment, profile, instance role).
+Credentials for S3 come from boto3's normal chain (environment, profile, instance role);
+presigned URLs are signed with SigV4.
+
+Error messages reach API callers, so they name the key (without the `tenants/<id>/` area) and
+never the store's root folder, bucket, endpoint or the S3 service's own text; the underlying
+exception stays chained (`raise ... from exc`) for the server's log.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from urllib.parse import quote, unquote, urlparse
 from streamguard.errors import StorageError
 
 MiB = 1024 * 1024
+#: S3 client timeouts (seconds): fail a stuck request instead of hanging a worker or the API.
+S3_CONNECT_TIMEOUT_S = 5
+S3_READ_TIMEOUT_S = 60
 SUPPORTED_SCHEMES = ("file://", "s3://")
 _TMP_SUFFIX = ".partial"  # in-flight writes are named `.<name>.<random>.partial`
 
@@ -67,6 +76,14 @@ class ArtifactNotFound(StorageError):
     """No object is stored under the requested key."""
 
     code = "artifact_not_found"
+
+
+def display_key(key: str) -> str:
+    """`key` as its tenant knows it: `tenants/<id>/jobs/x` -> `jobs/x` (other keys unchanged)."""
+    parts = key.split("/", 2)
+    if len(parts) == 3 and parts[0] == "tenants" and parts[1]:
+        return parts[2]
+    return key
 
 
 def sha256_file(path: str | Path) -> str:
@@ -153,14 +170,14 @@ class LocalArtifactStore:
         path = self.root / key
         # A symlink inside root could still point outside it; resolve to be sure.
         if not path.resolve().is_relative_to(self.root):
-            raise StorageError(f"artifact key {key!r} resolves outside the store root {self.root}",
-                               field="key")
+            raise StorageError(f"artifact key {display_key(key)!r} resolves outside the store "
+                               "root (a link inside it points elsewhere)", field="key")
         return path
 
     def _existing(self, key: str) -> Path:
         path = self.local_path(key)
         if not path.is_file():
-            raise ArtifactNotFound(f"no artifact under key {key!r} ({self.uri(key)})", field="key")
+            raise ArtifactNotFound(f"no artifact under key {display_key(key)!r}", field="key")
         return path
 
     def put_file(self, local_path: str | Path, key: str) -> None:
@@ -246,7 +263,10 @@ class S3ArtifactStore:
         self.bucket = bucket
         self.prefix = check_key(prefix.strip("/"), allow_prefix=True)
         if client is None:
-            config = Config(s3={"addressing_style": "path"}) if endpoint_url else None
+            config = Config(
+                signature_version="s3v4", connect_timeout=S3_CONNECT_TIMEOUT_S,
+                read_timeout=S3_READ_TIMEOUT_S, retries={"max_attempts": 3, "mode": "standard"},
+                s3={"addressing_style": "path"} if endpoint_url else None)
             client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region_name,
                                   config=config)
         self.client = client
@@ -262,21 +282,25 @@ class S3ArtifactStore:
 
     @contextmanager
     def _errors(self, key: str) -> Iterator[None]:
-        """Turn botocore failures into StorageError naming the object."""
+        """Turn botocore failures into StorageError naming the key and S3's error code only.
+
+        S3's message and botocore's text can hold the endpoint, bucket or account; they stay in
+        the chained exception.
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
+        shown = display_key(key)
         try:
             yield
         except ClientError as exc:
-            err = exc.response.get("Error", {})
-            code = str(err.get("Code", ""))
+            code = str(exc.response.get("Error", {}).get("Code", "")) or "error"
             if code in ("404", "NoSuchKey", "NotFound"):
-                raise ArtifactNotFound(f"no artifact under key {key!r} ({self.uri(key)})",
-                                       field="key") from exc
-            raise StorageError(f"S3 request for {self.uri(key)} failed: {code} "
-                               f"{err.get('Message', '')}".rstrip(), field="key") from exc
+                raise ArtifactNotFound(f"no artifact under key {shown!r}", field="key") from exc
+            raise StorageError(f"the object store refused the request for {shown!r} ({code})",
+                               field="key") from exc
         except BotoCoreError as exc:
-            raise StorageError(f"S3 request for {self.uri(key)} failed: {exc}") from exc
+            raise StorageError(f"the object store could not be reached for {shown!r} "
+                               f"({type(exc).__name__}); retry later") from exc
 
     def put_file(self, local_path: str | Path, key: str) -> None:
         """Upload a file; multipart above `multipart_threshold` (S3 makes it visible at once)."""
