@@ -141,6 +141,10 @@ def dataset_uri_key(uri: str, *, store: ArtifactStore, tenant_id: str) -> str:
     from streamguard.storage import check_key
 
     base = store_base(store)
+    if not base.startswith("s3://"):  # a local store's URIs are server paths: never shown
+        raise InvalidDatasetUri(f"uri {uri!r} is not accepted: this deployment stores datasets "
+                                "locally, so pass a dataset_id from POST /v1/datasets",
+                                field="uri")
     area = f"{base}{tenant_prefix(tenant_id)}"
     accepted = f"a dataset_id from POST /v1/datasets, or {area}<key>"
     if not uri.startswith(area) or "?" in uri or "#" in uri:

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from streamguard.errors import InvalidTrainConfig
 
@@ -45,6 +54,11 @@ class MixedPrecision(StrEnum):
 
 
 SelectionMetric = Literal["f1", "mcc", "accuracy", "roc_auc", "precision", "recall"]
+
+
+def _is_number(annotation: Any) -> bool:
+    """`int`, `float` or either one `| None`."""
+    return any(arg in (int, float) for arg in get_args(annotation) or (annotation,))
 
 
 class TrainConfig(BaseModel):
@@ -98,6 +112,17 @@ class TrainConfig(BaseModel):
                            "batches when length correlates with the label).")
     seed: int = Field(42, ge=0, le=2**32 - 1)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans_are_not_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads `true` as 1 (and 1.0); a JSON `"epochs": true` is a client
+        # bug, not one epoch. Only booleans are refused: 64 and "64" stay accepted numbers.
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _is_number(field.annotation):
+            raise PydanticCustomError("bool_not_number", "a boolean is not a number (got "
+                                      "{value}); send a number", {"value": str(value).lower()})
+        return value
+
     @model_validator(mode="after")
     def _check_relations(self) -> TrainConfig:
         if self.collapse_stop_ratio > self.collapse_warn_ratio:
@@ -122,11 +147,20 @@ class TrainConfig(BaseModel):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
+def field_path(loc: Any) -> str:
+    """A dotted field name from a pydantic error location, without union member tags.
+
+    Tagged unions put the member's name (`DatasetIdRef`) in the location; field names here are
+    all lower snake case, so a capitalised part is never one.
+    """
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+
+
 def describe_validation_error(exc: ValidationError) -> list[dict[str, str]]:
     """Flatten a pydantic error into [{field, message}] with the accepted range spelled out."""
     problems = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "config"
+        field = field_path(err["loc"]) or "config"
         msg = err["msg"]
         ctx = err.get("ctx") or {}
         if "expected" in ctx:

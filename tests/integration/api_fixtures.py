@@ -100,7 +100,11 @@ def make_harness(tmp_path: Path, db_url: str, sessions: Callable[[], Session], *
         data_dir=tmp_path / "data", db={"url": db_url},
         storage={"uri": storage_uri or (tmp_path / "artifacts").as_uri(),
                  "s3_endpoint_url": endpoint_url},
-        redis={"url": redis_url}, api={"max_upload_mb": max_upload_mb, "sse_ping_s": 1})
+        redis={"url": redis_url},
+        # Rate limits and quotas have their own tests (test_quotas_secrets.py); bulk callers
+        # here (tables of hostile inputs, schemathesis) must not be throttled.
+        api={"max_upload_mb": max_upload_mb, "sse_ping_s": 1, "rate_limit_per_minute": 0,
+             "max_queued_jobs_per_tenant": 10_000})
     app = create_app(settings)
     harness: ApiHarness
 

@@ -100,9 +100,7 @@ class World:
                                     sha256=sha256_file(path))
                 ds.storage_key = f"tenants/{tenant_id}/datasets/{ds.id}.jsonl"
                 self.store.put_file(path, ds.storage_key)
-                # val by uri, the others by id: both kinds of reference are exercised
-                refs[split] = ({"uri": self.store.uri(ds.storage_key)} if split == "val"
-                               else {"dataset_id": ds.id})
+                refs[split] = {"dataset_id": ds.id}  # `uri` refs name S3 objects only
             spec = {"name": "t", "datasets": refs, "config": CONFIG, "max_runtime_s": None}
             spec.update(overrides)
             return create_job(session=session, tenant_id=tenant_id, spec=spec,
@@ -226,15 +224,16 @@ def test_job_cancelled_while_queued_never_starts(world: World) -> None:
 def test_dataset_outside_tenant_prefix_fails_the_job(world: World) -> None:
     other = world.submit(tenant="other")
     other_train = world.job(other).spec["datasets"]["train"]["dataset_id"]
-    job_id = world.submit(datasets={"train": {"uri": world.store.uri(
-        f"tenants/{world.job(other).tenant_id}/datasets/{other_train}.jsonl")},
+    job_id = world.submit(datasets={"train": {"uri": "s3://bucket/tenants/"
+        f"{world.job(other).tenant_id}/datasets/{other_train}.jsonl"},
         "val": {"dataset_id": other_train}, "test": None})
 
     assert train_job.run(job_id) == "failed"
 
     job = world.job(job_id)
-    assert job.status == JobStatus.FAILED and "is not readable by this job" in (
-        job.outcome_message or "")
+    message = job.outcome_message or ""
+    assert job.status == JobStatus.FAILED and "pass a dataset_id" in message
+    assert str(world.store.root) not in message
 
 
 class SimulatedCrash(BaseException):
@@ -304,3 +303,36 @@ def test_events_are_committed_then_announced_on_redis(world: World) -> None:
         pubsub.close()
         publisher.close()
         client.close()
+
+
+def _best_weights(world: World, job_id: str) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    job = world.job(job_id)
+    with world.sessions() as session:
+        (best,) = [c for c in list_checkpoints(session=session, job_id=job_id) if c.name == "best"]
+    path = world.store.local_path(f"{best.key_prefix}/model.safetensors")
+    assert job.tenant_id in best.key_prefix
+    return load_file(str(path))
+
+
+def test_a_job_model_starts_from_the_tenants_own_finished_job(world: World) -> None:
+    """`model: job:<id>` fine-tunes the tenant's earlier run: with a 1e-9 learning rate the new
+    job's weights stay those of the source's best checkpoint. Another tenant naming the same
+    job fails: the checkpoint is looked up under the claiming tenant's own area only."""
+    import torch
+
+    source = world.submit()
+    assert train_job.run(source) == "completed"
+    config = CONFIG | {"model": f"job:{source}/best", "lr": 1e-9, "epochs": 1}
+    child = world.submit(config=config)
+    assert train_job.run(child) in ("completed", "early_stopped"), world.job(child).outcome_message
+    before, after = _best_weights(world, source), _best_weights(world, child)
+    assert before.keys() == after.keys()
+    for name, tensor in before.items():
+        assert torch.allclose(tensor, after[name], atol=1e-6), name
+
+    thief = world.submit(tenant="mallory", config=config)
+    assert train_job.run(thief) == "failed"
+    message = world.job(thief).outcome_message or ""
+    assert "no 'best' checkpoint" in message and str(world.store.root) not in message

@@ -41,3 +41,42 @@ def test_training_sources_import_only_allowed_modules():
                                for a in ALLOWED_STREAMGUARD), f"{path.name} imports {name}"
                 assert name.split(".")[0] not in {"fastapi", "celery", "redis", "boto3",
                                                   "sqlalchemy", "api", "worker"}, path.name
+
+
+def _imports(package: str) -> set[tuple[str, str]]:
+    """(file, imported module) for every import in a top-level package of the repository."""
+    root = TRAINING.parents[1] / package
+    found = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {(path.name, a.name) for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                found.add((path.name, node.module or ""))
+    return found
+
+
+def test_api_and_worker_never_import_each_other():
+    """They share only `streamguard` (the contract, db, storage): STYLE rule 1."""
+    api_to_worker = {(f, m) for f, m in _imports("api") if m.split(".")[0] == "worker"}
+    worker_to_api = {(f, m) for f, m in _imports("worker") if m.split(".")[0] == "api"}
+    assert api_to_worker == set() and worker_to_api == set()
+    # And at run time: importing the whole API loads no worker module, and the reverse.
+    assert not [m for m in _loaded("import api.main, api.openapi") if m.startswith("worker")]
+    assert not [m for m in _loaded("import worker.runtime, worker.sinks") if m.startswith("api")]
+
+
+def test_the_contract_is_written_once():
+    """The task name, channel and key layout are spelled only in streamguard/contract.py."""
+    repo = TRAINING.parents[1]
+    for literal in ('"worker.tasks.train_job"', '"job:{', 'datasets/{', 'tenants/{'):
+        hits = [p.relative_to(repo).as_posix() for package in ("api", "worker", "streamguard")
+                for p in (repo / package).rglob("*.py") if literal in p.read_text()]
+        assert hits == ["streamguard/contract.py"], (literal, hits)
+
+
+def _loaded(code: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", f"import sys; {code}; "
+                          "print(','.join(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip().split(",")
