@@ -61,16 +61,16 @@ def read_manifest(store: ArtifactStore, key_prefix: str) -> dict[str, Any]:
     try:
         manifest = _loads(store.get_bytes(key), key)
     except ArtifactNotFound as exc:
-        raise StorageError(f"no manifest at {store.uri(key)}: the folder was never published "
+        raise StorageError(f"no manifest at {key}: the folder was never published "
                            "or its upload did not finish", field="key") from exc
     files = manifest.get("files")
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, list):
-        raise StorageError(f"{store.uri(key)} is not a format-{MANIFEST_FORMAT} manifest "
+        raise StorageError(f"{key} is not a format-{MANIFEST_FORMAT} manifest "
                            "(expected {'format': 1, 'files': [...]})", field="key")
     for entry in files:
         if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
                 and isinstance(entry.get("size"), int) and isinstance(entry.get("sha256"), str)):
-            raise StorageError(f"{store.uri(key)}: bad file entry {entry!r} "
+            raise StorageError(f"{key}: bad file entry {entry!r} "
                                "(expected name, size and sha256)", field="key")
         check_key(entry["name"])  # a manifest must not write outside local_dir
     return manifest
@@ -98,7 +98,7 @@ def fetch_dir(store: ArtifactStore, key_prefix: str, local_dir: Path, *,
             dest.unlink(missing_ok=True)
             got = f"sha256 {actual}" if actual else f"{size} bytes"
             want = f"sha256 {entry['sha256']}" if actual else f"{entry['size']} bytes"
-            raise StorageError(f"checksum mismatch for {name!r} in {store.uri(prefix)}: "
+            raise StorageError(f"checksum mismatch for {name!r} in {prefix}: "
                                f"expected {want}, got {got}", field="key")
     return manifest
 

@@ -28,9 +28,21 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
 
 
-def interpolate_defaults(value: str) -> str:
-    """`${VAR:-default}` -> `default`, as compose does when VAR is unset."""
-    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+#: What an operator exports before `docker compose up` (the file has no default secrets).
+STRONG = {"POSTGRES_PASSWORD": "pg-Vq8rTz2LmW4x", "REDIS_PASSWORD": "rd-Kp3nYc7sHd9f",
+          "MINIO_ROOT_PASSWORD": "mn-Zt6wQe1bRu5j"}
+
+
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """`${VAR:-default}` / `${VAR:?message}` as compose resolves them with `variables` set."""
+    def one(match: re.Match[str]) -> str:
+        name, op, rest = match.group(1), match.group(2), match.group(3)
+        if name in variables:
+            return variables[name]
+        if op == ":?":
+            raise KeyError(f"{name} must be set: {rest}")
+        return rest
+    return re.sub(r"\$\{([A-Z_]+)(:-|:\?)([^}]*)\}", one, value)
 
 
 def settings_path_exists(name: str) -> bool:
@@ -86,10 +98,27 @@ def test_env_names_match_settings_and_are_valid(compose: dict[str, Any],
         for key in [k for k in os.environ if k.startswith("SG_")]:
             monkeypatch.delenv(key)
         for key, value in sg.items():
-            monkeypatch.setenv(key, interpolate_defaults(value))
+            monkeypatch.setenv(key, interpolate(value, STRONG))
         settings = Settings()
         assert settings.env == "prod" and settings.broker.url and settings.redis.url
-        assert settings.db.url == "postgresql://streamguard:streamguard-local@postgres:5432/streamguard"
+        assert settings.db.url == \
+            f"postgresql://streamguard:{STRONG['POSTGRES_PASSWORD']}@postgres:5432/streamguard"
+
+
+def test_compose_has_no_default_secret_and_prod_refuses_weak_ones(
+        compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset secrets stop compose itself; a weak one stops the service, naming the setting."""
+    env = {k: str(v) for k, v in compose["services"]["api"]["environment"].items()
+           if k.startswith("SG_")}
+    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+        interpolate(env["SG_DB__URL"], {})
+    for key in [k for k in os.environ if k.startswith("SG_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, interpolate(value, STRONG | {"POSTGRES_PASSWORD": "password"}))
+    with pytest.raises(ValueError, match="db.url") as refused:
+        Settings()
+    assert "password@" not in str(refused.value)
 
 
 def test_docker_compose_config_validates() -> None:
@@ -98,5 +127,6 @@ def test_docker_compose_config_validates() -> None:
             pytest.fail("docker-compose is not installed (apt-get install docker-compose)")
         pytest.skip("docker-compose not installed (apt-get install docker-compose)")
     result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"],
-                            capture_output=True, text=True, check=False)
+                            capture_output=True, text=True, check=False,
+                            env=os.environ | STRONG)
     assert result.returncode == 0, result.stderr
