@@ -343,13 +343,16 @@ def check_completed_run(api: Api, job_id: str, events: list[Event],
             f"epoch {epoch} predicted one class only: {dist}"
         assert dist["actual_safe"] + dist["actual_vulnerable"] == SPLIT_SIZES["val"][0], dist
         cm = row["confusion_matrix"]
-        assert len(cm) == 2 and all(len(r) == 2 for r in cm), cm
-        assert sum(map(sum, cm)) == SPLIT_SIZES["val"][0], cm
-        assert [cm[0][0] + cm[1][0], cm[0][1] + cm[1][1]] == \
+        assert set(cm) == {"true_negative", "false_positive", "false_negative",
+                           "true_positive"}, cm
+        assert sum(cm.values()) == SPLIT_SIZES["val"][0], cm
+        assert [cm["true_negative"] + cm["false_negative"],
+                cm["false_positive"] + cm["true_positive"]] == \
             [dist["predicted_safe"], dist["predicted_vulnerable"]], (cm, dist)
-        # the SSE epoch payload and the stored row are the same record
+        assert all(isinstance(row[k], float) for k in ("f1", "accuracy", "mcc", "lr")), row
+        # the SSE epoch payload and the stored row are the same typed record
         sse = next(e for e in epoch_events if e["epoch"] == epoch)
-        assert sse["prediction_distribution"] == dist and sse["confusion_matrix"] == cm
+        assert sse == {k: v for k, v in row.items() if k not in ("created_at", "updated_at")}
 
     checkpoints = {c["name"]: c for c in api.get(f"/v1/jobs/{job_id}/checkpoints")["items"]}
     assert set(checkpoints) == {"best", "last"}, checkpoints
@@ -420,12 +423,14 @@ def check_model_matches_worker(model_dir: Path, state_dir: Path, val_path: Path,
     finally:
         torch.set_num_threads(threads)
     p, y = torch.cat(preds).tolist(), torch.cat(labels).tolist()
-    cm = [[0, 0], [0, 0]]
+    rows_cm = [[0, 0], [0, 0]]
     for actual, predicted in zip(y, p, strict=True):
-        cm[actual][predicted] += 1
+        rows_cm[actual][predicted] += 1
+    (tn, fp), (fn, tp) = rows_cm
+    cm = {"true_negative": tn, "false_positive": fp, "false_negative": fn, "true_positive": tp}
     dist = {"predicted_safe": p.count(0), "predicted_vulnerable": p.count(1),
             "actual_safe": y.count(0), "actual_vulnerable": y.count(1)}
-    accuracy = (cm[0][0] + cm[1][1]) / len(y)
+    accuracy = (tn + tp) / len(y)
     assert dist == best_row["prediction_distribution"], (dist, best_row)
     assert cm == best_row["confusion_matrix"], (cm, best_row)
-    assert accuracy == best_row["metrics"]["accuracy"], (accuracy, best_row["metrics"])
+    assert accuracy == best_row["accuracy"], (accuracy, best_row)
