@@ -1,6 +1,6 @@
 # StreamGuard developer targets. `make up` runs the service with a demo job; `make test` runs
 # every test (PostgreSQL and Redis are started when down).
-.PHONY: install up test unit lint bench train-devign
+.PHONY: install up test unit lint bench train-devign openapi
 
 install:
 	bash scripts/install.sh
@@ -26,3 +26,8 @@ train-devign: install
 	.venv/bin/streamguard train --train ../shared/data/devign/train.jsonl \
 	  --val ../shared/data/devign/valid.jsonl --output-dir runs/devign-tiny --model tiny \
 	  --max-seq-len 256 --batch-size 32 --lr 3.5e-4 --epochs 3
+
+# Rewrite the checked-in OpenAPI document from the app (tests/unit/test_openapi_contract.py
+# fails until it matches).
+openapi: install
+	.venv/bin/python -m api.openapi > docs/openapi.json

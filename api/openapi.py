@@ -30,6 +30,20 @@ def _rename(node: Any, old: str, new: str) -> Any:
     return node
 
 
+def _plain_optional_parameters(doc: dict[str, Any]) -> None:
+    """`anyOf: [X, null]` of an optional query/header parameter as plain X: an absent parameter
+    is already "not required"; generators then type it `str`, not a union with None."""
+    for ops in doc.get("paths", {}).values():
+        for op in ops.values():
+            for param in op.get("parameters", []):
+                schema = param.get("schema", {})
+                variants = schema.get("anyOf", [])
+                rest = [v for v in variants if v.get("type") != "null"]
+                if not param.get("required") and len(variants) == 2 and len(rest) == 1:
+                    schema.pop("anyOf")
+                    schema.update(rest[0])
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     doc = get_openapi(title=app.title, version=app.version, summary=app.summary,
                       description=app.description, routes=app.routes, tags=app.openapi_tags)
@@ -43,6 +57,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         schemas["DatasetUpload"] = form
         doc = _rename(doc, UPLOAD_FORM, "DatasetUpload")
         schemas = doc["components"]["schemas"]
+    _plain_optional_parameters(doc)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     doc["components"]["securitySchemes"] = {"HTTPBearer": {

@@ -87,7 +87,6 @@ class ApiSettings(BaseModel):
     max_json_bytes: int = Field(default=1024 * 1024, gt=0)
     #: Deepest nesting of arrays/objects accepted in a JSON body or a JSONL line.
     max_json_depth: int = Field(default=32, ge=2)
-    page_size_max: int = Field(default=200, gt=0)
     sse_ping_s: int = Field(default=15, gt=0)
     #: Jobs of one tenant that may be running / queued at once; beyond that, 429 + Retry-After.
     max_running_jobs_per_tenant: int = Field(default=4, gt=0)

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthRead, operation_id="getHealth")
+@router.get("/healthz", response_model=HealthRead, operation_id="getHealth",
+            responses=error_responses(500))
 def healthz() -> HealthRead:
     """The process is alive (no dependency is checked)."""
     return HealthRead()
