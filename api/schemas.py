@@ -167,7 +167,7 @@ class TestMetrics(EvalScores):
 
     __test__ = False  # not a pytest class
 
-    best_epoch: int | None
+    best_epoch: int | None = Field(None, description="The epoch of the checkpoint tested.")
     loss: float | None
 
     @classmethod
@@ -233,6 +233,12 @@ class JobPage(BaseModel):
 class EpochMetricRead(EpochMetrics):
     created_at: datetime
     updated_at: datetime
+
+    @classmethod
+    def from_row(cls, record: Mapping[str, Any], created_at: datetime,
+                 updated_at: datetime) -> EpochMetricRead:
+        return cls.model_validate({**cls._fields(record), "created_at": created_at,
+                                   "updated_at": updated_at})
 
 
 class EpochMetricPage(BaseModel):

@@ -264,8 +264,7 @@ def list_metrics(*, session: Session, job: Job, offset: int, limit: int) -> Epoc
     rows = metrics_repo.list_epochs(session=session, job_id=job.id, offset=offset,
                                     limit=limit + 1)
     more = len(rows) > limit
-    items = [EpochMetricRead(**EpochMetricRead.from_record(row.record).model_dump(),
-                             created_at=row.created_at, updated_at=row.updated_at)
+    items = [EpochMetricRead.from_row(row.record, row.created_at, row.updated_at)
              for row in rows[:limit]]
     return EpochMetricPage(items=items, offset=offset, limit=limit,
                            next_offset=offset + limit if more else None)

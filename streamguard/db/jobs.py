@@ -18,9 +18,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -84,14 +85,28 @@ def encode_cursor(created_at: datetime, row_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+CURSOR_MAX_LEN = 512
+_CURSOR_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
+_ROW_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) inside a cursor this API handed out; InvalidCursor for anything else
+    (a crafted one included: odd characters, a stamp out of range, an id of another shape)."""
     try:
+        if len(cursor) > CURSOR_MAX_LEN or not _CURSOR_CHARS.match(cursor):
+            raise ValueError("shape")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         stamp, row_id = json.loads(raw)
         created_at = datetime.fromisoformat(stamp)
-        if created_at.tzinfo is None or not isinstance(row_id, str):
+        if created_at.tzinfo is None or not isinstance(row_id, str) \
+                or not _ROW_ID.match(row_id):
             raise ValueError(cursor)
-    except (binascii.Error, ValueError, TypeError) as exc:
+        created_at = created_at.astimezone(UTC)  # OverflowError near datetime's limits
+        if not 1970 <= created_at.year <= 9998:
+            raise ValueError(cursor)
+    except (binascii.Error, ValueError, TypeError, OverflowError, UnicodeError,
+            RecursionError) as exc:
         raise InvalidCursor("invalid cursor: pass the next_cursor of the previous page, or omit "
                             "it for the first page", field="cursor") from exc
     return created_at, row_id
