@@ -13,41 +13,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import error_response, register_handlers
+from api.errors import register_handlers
+from api.middleware import install_edge
+from api.openapi import install as install_openapi
 from api.routes import checkpoints, datasets, events, health, jobs
 from streamguard.db.session import make_engine, make_session_factory
 from streamguard.settings import Settings, get_settings
 from streamguard.storage import store_from_uri
-
-#: Room for multipart boundaries and the small form fields around the file.
-MULTIPART_OVERHEAD = 64 * 1024
-
-
-class UploadLimit:
-    """Refuse an upload whose Content-Length is over the limit before its body is read.
-
-    Starlette spools a multipart body to disk before the handler runs, so the handler's own
-    byte count (api.services.datasets) alone would still accept the whole body first.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" \
-                and scope["path"].rstrip("/") == "/v1/datasets":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                mib = (self.max_bytes - MULTIPART_OVERHEAD) // (1024 * 1024)
-                response = error_response(
-                    413, "payload_too_large", f"the upload is larger than {mib} MiB, this "
-                    "deployment's upload limit; split the file", field="file")
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+from streamguard.version import package_version
 
 
 @asynccontextmanager
@@ -70,16 +44,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API. With `settings`, they replace `get_settings()` for this app (tests, embedding)."""
     settings = settings or get_settings()
-    app = FastAPI(title="StreamGuard", version="1.0.0", lifespan=lifespan,
+    app = FastAPI(title="StreamGuard", version=package_version(), lifespan=lifespan,
                   summary="Training as a service for vulnerable-code classifiers whose training "
-                          "loop cannot collapse silently.")
+                          "loop cannot collapse silently.",
+                  separate_input_output_schemas=False)
+    install_openapi(app)
     app.state.settings = settings
     app.dependency_overrides[get_settings] = lambda: settings
     register_handlers(app)
+    install_edge(app, settings)  # middleware, CORS, id/name checks: before the routers
     for module in (health, datasets, jobs, events, checkpoints):
         app.include_router(module.router)
-    app.add_middleware(UploadLimit,
-                       max_bytes=settings.api.max_upload_mb * 1024 * 1024 + MULTIPART_OVERHEAD)
     return app
 
 

@@ -12,7 +12,7 @@ duplicate and conflicting functions, cross-split leakage, and length percentiles
 Standard library only at import time: this module is used by the API and CLI, which must not pay
 for torch. A tokenizer, when one is passed, is duck-typed.
 
-    python -m streamguard data inspect ../shared/data/devign/train.jsonl --train-tokenizer
+    streamguard data inspect ../shared/data/devign/train.jsonl --train-tokenizer
 """
 
 from __future__ import annotations
@@ -127,6 +127,9 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, Example | None, str | Non
                 continue
             except json.JSONDecodeError as exc:
                 yield lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+                continue
+            except RecursionError:  # e.g. 100k nested `[`: the decoder recurses per level
+                yield lineno, None, "invalid JSON (arrays/objects nested too deeply)"
                 continue
             example, problem = check_row(obj)
             yield lineno, example, problem
