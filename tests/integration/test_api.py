@@ -33,7 +33,8 @@ pytestmark = pytest.mark.integration
 def error_of(response: httpx.Response) -> dict[str, Any]:
     body = response.json()
     assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "field", "details"}, body
+    assert set(body["error"]) == {"code", "message", "field", "details", "request_id"}, body
+    assert body["error"]["request_id"] == response.headers["x-request-id"]
     return dict(body["error"])
 
 
@@ -90,7 +91,8 @@ def test_readiness_names_the_failed_part(api: ApiHarness) -> None:
     assert response.status_code == 503
     error = error_of(response)
     assert "broker" in error["message"]
-    assert error["details"]["broker"]["ok"] is False and error["details"]["database"]["ok"]
+    checks = {d["field"]: d["message"] for d in error["details"]}
+    assert checks["broker"].startswith("failed") and checks["database"].startswith("ok")
 
 
 # --- datasets --------------------------------------------------------------------------------
@@ -121,16 +123,17 @@ def test_upload_with_bad_lines_lists_line_numbers(api: ApiHarness) -> None:
     response = api.upload(text)
     assert response.status_code == 422
     error = error_of(response)
-    assert error["code"] == "invalid_dataset" and error["field"] == "dataset"
-    assert [line["line"] for line in error["details"]["lines"]] == [2, 3, 4]
-    assert "target" in error["details"]["lines"][1]["message"]
+    assert error["code"] == "invalid_dataset" and error["field"] == "file"
+    assert [(d["field"], d["line"]) for d in error["details"]] == [("file", 2), ("file", 3),
+                                                                   ("file", 4)]
+    assert "target" in error["details"][1]["message"]
     assert "/tmp" not in error["message"]  # names the upload, not our temp file
 
 
 def test_upload_that_is_not_jsonl_is_422(api: ApiHarness) -> None:
     response = api.upload(b"func,target\nint a;,1\n", name="data.csv")
     assert response.status_code == 422
-    assert error_of(response)["details"]["lines"][0]["line"] == 1
+    assert error_of(response)["details"][0]["line"] == 1
     empty = api.upload(b"")
     assert empty.status_code == 422
 
@@ -514,7 +517,8 @@ def test_openapi_lists_every_route_with_response_schemas(api: ApiHarness) -> Non
         ("post", "/v1/jobs/{job_id}/cancel"), ("get", "/v1/jobs/{job_id}/metrics"),
         ("get", "/v1/jobs/{job_id}/events"), ("get", "/v1/jobs/{job_id}/checkpoints"),
         ("get", "/v1/jobs/{job_id}/checkpoints/{name}/download"),
-        ("get", "/healthz"), ("get", "/readyz"),
+        ("head", "/v1/jobs/{job_id}/checkpoints/{name}/download"),
+        ("get", "/v1/jobs/{job_id}/events/history"), ("get", "/healthz"), ("get", "/readyz"),
     }
     found = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert found == expected
@@ -531,5 +535,5 @@ def test_openapi_lists_every_route_with_response_schemas(api: ApiHarness) -> Non
         "responses"]["200"]["content"]
     download = doc["paths"]["/v1/jobs/{job_id}/checkpoints/{name}/download"]["get"]
     assert "307" in download["responses"]
-    assert {"JobRead", "JobCreate", "JobPage", "DatasetRead", "TrainConfig",
+    assert {"JobRead", "JobCreate", "JobPage", "DatasetRead", "JobConfig",
             "ErrorResponse", "EpochMetricPage"} <= set(doc["components"]["schemas"])
