@@ -26,8 +26,9 @@ from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import details_for, error_body, field_path
+from api.limits import control_character_field, json_too_deep
 from api.main import create_app
-from api.middleware import RedactQueryFilter, control_character_field, json_too_deep
+from api.middleware import RedactQueryFilter
 from api.schemas import ErrorResponse
 from streamguard.db.jobs import DuplicateIdempotencyKey
 from streamguard.errors import DataError, InvalidTrainConfig
