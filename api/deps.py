@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.errors import Unauthorized
 from api.queue import Enqueue, build_celery, celery_enqueue
 from api.ratelimit import check_rate
+from streamguard.contract import ID_PATTERN
 from streamguard.db import tenants
 from streamguard.db.jobs import get_job_or_raise
 from streamguard.db.models import Job, Tenant
@@ -83,7 +84,11 @@ def get_current_tenant(
 CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]
 
 
-def get_job_for_tenant(job_id: str, session: SessionDep, tenant: CurrentTenant) -> Job:
+JobId = Annotated[str, Path(min_length=32, max_length=32, pattern=ID_PATTERN,
+                            description="A job id (32 hex characters).")]
+
+
+def get_job_for_tenant(job_id: JobId, session: SessionDep, tenant: CurrentTenant) -> Job:
     """The job of the path if the caller owns it; another tenant's job is a 404 too."""
     return get_job_or_raise(session=session, job_id=job_id, tenant_id=tenant.id)
 

@@ -34,6 +34,7 @@ from api.errors import (
     InvalidRequest,
     error_response,
     internal_error_response,
+    is_upload,
     log_unexpected,
     new_request_id,
     request_id_var,
@@ -144,13 +145,13 @@ async def check_text_inputs(request: Request) -> None:
         if isinstance(value, str):
             _refuse_text(name, value, max_chars=MAX_PATH_PARAM_CHARS)
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    if is_upload(request.scope) and media in ("multipart/form-data",
+                                              "application/x-www-form-urlencoded"):
         form = await request.form()
-        for name, item in form.multi_items():
-            if isinstance(item, UploadFile):
-                _refuse_text(UPLOAD_FIELD if name == UPLOAD_FIELD else name,
-                             item.filename or "", max_chars=MAX_FILENAME_CHARS)
-            else:
+        for name, item in form.multi_items():  # the form's own fields; extra ones are ignored
+            if name == UPLOAD_FIELD and isinstance(item, UploadFile):
+                _refuse_text(UPLOAD_FIELD, item.filename or "", max_chars=MAX_FILENAME_CHARS)
+            elif name == "name" and isinstance(item, str):
                 _refuse_text(name, item)
 
 

@@ -44,6 +44,17 @@ def _plain_optional_parameters(doc: dict[str, Any]) -> None:
                     schema.update(rest[0])
 
 
+def _deployment_limits(app: FastAPI, schemas: dict[str, Any]) -> None:
+    """Limits that are settings, stated as this deployment enforces them."""
+    settings = getattr(app.state, "settings", None)
+    runtime = schemas.get("JobCreate", {}).get("properties", {}).get("max_runtime_s", {})
+    if settings is None or not runtime:
+        return
+    for variant in runtime.get("anyOf", [runtime]):
+        if variant.get("type") == "integer":
+            variant["maximum"] = settings.worker.max_job_runtime_s
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     doc = get_openapi(title=app.title, version=app.version, summary=app.summary,
                       description=app.description, routes=app.routes, tags=app.openapi_tags)
@@ -58,6 +69,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         doc = _rename(doc, UPLOAD_FORM, "DatasetUpload")
         schemas = doc["components"]["schemas"]
     _plain_optional_parameters(doc)
+    _deployment_limits(app, schemas)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     doc["components"]["securitySchemes"] = {"HTTPBearer": {

@@ -162,7 +162,10 @@ def dataset_uri_key(uri: str, *, store: ArtifactStore, tenant_id: str) -> str:
 # --- base models -------------------------------------------------------------------------------
 
 JOB_MODEL_RE = re.compile(r"^job:([0-9a-f]{32})(?:/(best|last))?$")
-HUB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+#: One part of a hub name: letters and digits, single `.`, `_` or `-` between them (so no `..`,
+#: no leading or trailing separator).
+_HUB_PART = r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*"
+HUB_NAME_RE = re.compile(rf"^{_HUB_PART}/{_HUB_PART}$")
 MODEL_FORMS = (f"a from-scratch architecture ({', '.join(sorted(SCRATCH_MODELS))}), a Hugging "
                "Face hub name `owner/name` (letters, digits, `_`, `.`, `-`), or "
                "`job:<job id>[/best|/last]` naming one of your finished jobs")
@@ -184,7 +187,7 @@ def parse_model_ref(model: str) -> ModelRef:
         return ModelRef("scratch", model)
     if match := JOB_MODEL_RE.match(model):
         return ModelRef("job", model, job_id=match.group(1), checkpoint=match.group(2) or "best")
-    if HUB_NAME_RE.match(model) and ".." not in model and not model.endswith((".", "-")):
+    if HUB_NAME_RE.match(model):
         return ModelRef("hub", model)
     raise ValueError(f"{model!r} is not accepted; accepted: {MODEL_FORMS}. Server paths are "
                      "never accepted")
@@ -195,20 +198,24 @@ class JobConfig(TrainConfig):
 
     model: str = Field(
         "microsoft/codebert-base", min_length=1, max_length=200,
-        pattern=r"^(job:[0-9a-f]{32}(/(best|last))?|[A-Za-z0-9][A-Za-z0-9_.-]*"
-                r"(/[A-Za-z0-9][A-Za-z0-9_.-]*)?)$",
+        # The same forms parse_model_ref accepts, stated for clients and validators.
+        pattern="^(" + "|".join(sorted(SCRATCH_MODELS)) + r"|job:[0-9a-f]{32}(/(best|last))?|"
+                + f"{_HUB_PART}/{_HUB_PART})$",
         description=f"Base model: {MODEL_FORMS}.")
 
-    @field_validator("model")
+    @field_validator("model", mode="before")
     @classmethod
-    def _model_form(cls, value: str) -> str:
-        parse_model_ref(value)
+    def _model_form(cls, value: Any) -> Any:
+        """Before the pattern: a refusal that lists the accepted forms, not the regex."""
+        if isinstance(value, str):
+            parse_model_ref(value)
         return value
 
 
 # --- the job spec ------------------------------------------------------------------------------
 
-IdStr = Annotated[str, Field(min_length=32, max_length=32, pattern=r"^[0-9a-f]{32}$",
+ID_PATTERN = r"^[0-9a-f]{32}$"
+IdStr = Annotated[str, Field(min_length=32, max_length=32, pattern=ID_PATTERN,
                              description="An id as the API hands it out (32 hex characters).")]
 
 
@@ -225,7 +232,7 @@ class DatasetUriRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="DatasetUriRef")
 
-    uri: str = Field(min_length=6, max_length=1024, pattern=r"^s3://[^\x00-\x1f\x7f]+$",
+    uri: str = Field(min_length=6, max_length=1024, pattern=r"^s3://[^\x00-\x1f\x7f-\x9f]+$",
                      description="`s3://<bucket>/<prefix>/tenants/<your tenant id>/<key>`")
 
 
@@ -257,7 +264,9 @@ class JobDatasets(BaseModel):
         return {split: ref for split in SPLITS if (ref := getattr(self, split)) is not None}
 
 
-NameStr = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
+#: Printable text: no C0/C1 control characters, no DEL.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+NameStr = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN,
                                description="A label for people; no control characters.")]
 
 
@@ -270,7 +279,7 @@ class JobSpec(BaseModel):
     datasets: JobDatasets
     config: JobConfig = Field(default_factory=JobConfig)  # type: ignore[arg-type]
     max_runtime_s: int | None = Field(
-        None, ge=60, le=365 * 24 * 3600, strict=True,
+        None, ge=60, le=365 * 24 * 3600,
         description="Wall-time limit in seconds; at most the deployment's "
                     "worker.max_job_runtime_s.")
 

@@ -55,8 +55,9 @@ def train_job(self: Task, job_id: str) -> str | None:
                          store_prefix=contract.job_prefix(claim.tenant_id, job_id),
                          should_cancel=cancel, base_model=base)
             status, message = runtime.outcome_status(result, cancel)
+            test = result.test_metrics  # the best checkpoint's, so it names that epoch
             extra = {"best_epoch": result.best_epoch, "best_metric": result.best_metric,
-                     "test_metrics": result.test_metrics}
+                     "test_metrics": {"best_epoch": result.best_epoch, **test} if test else None}
         except StaleLease as exc:
             log.warning("job %s: %s", job_id, exc)
             return None

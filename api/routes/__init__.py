@@ -7,7 +7,8 @@ from typing import Any
 from api.schemas import ErrorResponse
 
 ERROR_TEXT = {
-    400: "Bad request", 401: "Missing or invalid API key", 404: "Not found (or not yours)",
+    400: "Malformed request (e.g. a broken multipart body)", 401: "Missing or invalid API key",
+    404: "Not found (or not yours)",
     405: "Method not allowed; the `Allow` header lists the methods of the path",
     409: "Conflict with the current state", 413: "Body or upload over its size limit",
     415: "Unsupported content type", 416: "Range not satisfiable",

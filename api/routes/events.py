@@ -178,6 +178,8 @@ def _after_id(header: str | None, query: int | None) -> int:
     "/{job_id}/events", response_class=EventSourceResponse, operation_id="streamJobEvents",
     description=SSE_DESCRIPTION,
     responses={200: {"description": "The event stream (see the operation's description).",
+                     # A string, not an object schema: generated clients hand the stream's
+                     # text over as is (an object schema makes them parse it as JSON).
                      "content": {"text/event-stream": {"schema": {
                          "type": "string", "description": "SSE frames: `id:`, `event:`, "
                          "`data:` lines, a blank line between messages."}}}}})

@@ -162,12 +162,15 @@ class Excuse:
     code: str
     field_prefix: str | None
     reason: str
+    message_contains: str | None = None
 
     def matches(self, check: str, operation: str, status: int, error: dict[str, Any]) -> bool:
         return (check == self.check and operation == self.operation and status == self.status
                 and error.get("code") == self.code
                 and (self.field_prefix is None
-                     or str(error.get("field") or "").startswith(self.field_prefix)))
+                     or str(error.get("field") or "").startswith(self.field_prefix))
+                and (self.message_contains is None
+                     or self.message_contains in str(error.get("message"))))
 
 
 #: positive_data_acceptance sends schema-valid requests and expects 2xx/401/403/404/409/429;
@@ -183,6 +186,13 @@ EXCUSES = [
            "a dataset reference must name one of the caller's own uploaded datasets, and the "
            "splits must differ and hold both classes: existence, ownership and content are "
            "state, not schema"),
+    Excuse("positive_data_acceptance", "POST /v1/jobs", 422, "invalid_request", "config.model",
+           "`job:<id>` must name one of the caller's own finished jobs: state, not schema (the "
+           "pattern states the form exactly)"),
+    Excuse("positive_data_acceptance", "POST /v1/jobs", 422, "validation_error", "config",
+           "collapse_stop_ratio <= collapse_warn_ratio and warmup_ratio <= max_warmup_ratio "
+           "compare two fields; JSON Schema cannot state that",
+           message_contains="must not exceed"),
     Excuse("positive_data_acceptance", "GET /v1/jobs", 422, "invalid_cursor", "cursor",
            "the cursor is opaque: only a `next_cursor` the server handed out is valid, and "
            "the schema can state only its alphabet and length"),
@@ -318,7 +328,14 @@ def make_config(service: Service, tmp: Path) -> Any:
         "auth": {"wfc": {"path": str(wfc), "user": "a", "peers": ["a", "b"]}},
         # a replay point past a queued job's last event sends nothing but pings: wait 2 s,
         # not the 10 s above, before checking what arrived
-        "operations": [{"include-operation-id": "streamJobEvents", "request-timeout": 2}],
+        "operations": [{"include-operation-id": "streamJobEvents", "request-timeout": 2,
+                        # The stream is documented as `{"type": "string"}` (its frame format in
+                        # the description) because an object schema makes generated clients
+                        # parse the stream's text as JSON (the very break issue 6 reported);
+                        # schemathesis reads that schema as the schema of EACH event and
+                        # rejects every one. The frames and their typed `data` are checked by
+                        # test_event_stream_is_documented_sse below instead.
+                        "checks": {"response_schema_conformance": {"enabled": False}}}],
     })
 
 
@@ -417,7 +434,8 @@ def test_schemathesis_all_checks_stateful(service: Service,
     for operation, status in [("POST /v1/datasets", 201), ("POST /v1/jobs", 201),
                               ("GET /v1/jobs/{job_id}", 200),
                               ("POST /v1/jobs/{job_id}/cancel", 200),
-                              ("POST /v1/jobs/{job_id}/cancel", 409),
+                              # (a second cancel's 409 is reached only by some seeds of the
+                              # stateful phase; tests/integration/test_api.py covers it)
                               ("GET /v1/jobs/{job_id}/metrics", 200),
                               ("GET /v1/jobs/{job_id}/events/history", 200),
                               ("GET /v1/jobs/{job_id}/events", 200)]:
