@@ -71,12 +71,13 @@ class JobStatus(StrEnum):
     COLLAPSED = "collapsed"
     NON_FINITE_LOSS = "non_finite_loss"
     CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"  # the job's running time reached its max_runtime_s
     FAILED = "failed"
 
 
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({
     JobStatus.COMPLETED, JobStatus.EARLY_STOPPED, JobStatus.COLLAPSED,
-    JobStatus.NON_FINITE_LOSS, JobStatus.CANCELLED, JobStatus.FAILED,
+    JobStatus.NON_FINITE_LOSS, JobStatus.CANCELLED, JobStatus.TIMED_OUT, JobStatus.FAILED,
 })
 
 #: Terminal statuses whose `best` checkpoint another job may start from (`job:<id>`).

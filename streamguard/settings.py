@@ -44,12 +44,23 @@ class DbSettings(BaseModel):
     """SQLAlchemy URL. `postgresql://` URLs are run with psycopg 3."""
 
     url: str = f"sqlite:///{DEFAULT_DATA_DIR.as_posix()}/streamguard.db"
+    #: Connection pool of each process (PostgreSQL): size, overflow, and the wait for a free one.
+    pool_size: int = Field(default=10, gt=0)
+    max_overflow: int = Field(default=10, ge=0)
+    pool_timeout_s: float = Field(default=5.0, gt=0)
+    connect_timeout_s: int = Field(default=5, gt=0)
+    #: PostgreSQL `statement_timeout`; SQLite's busy timeout is `sqlite_busy_timeout_ms`.
+    statement_timeout_ms: int = Field(default=30_000, gt=0)
+    sqlite_busy_timeout_ms: int = Field(default=15_000, gt=0)
 
 
 class RedisSettings(BaseModel):
     """Redis for live pub/sub of job events. None: no pub/sub, the SSE stream polls the DB."""
 
     url: str | None = None
+    #: Every Redis call gives up after these (a hung Redis must not hang a request).
+    socket_timeout_s: float = Field(default=2.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
 
 
 class BrokerSettings(BaseModel):
@@ -59,6 +70,8 @@ class BrokerSettings(BaseModel):
     # Redis redelivers an unacknowledged task after this long even while it still runs
     # (celery/celery#5935), so it must exceed the longest job; the DB lease is the real guard.
     visibility_timeout_s: int = Field(default=7 * DAY_S, gt=0)
+    #: Publishing a task gives up after this (the submit then answers 503).
+    connect_timeout_s: float = Field(default=3.0, gt=0)
 
 
 class StorageSettings(BaseModel):
@@ -77,6 +90,10 @@ class WorkerSettings(BaseModel):
     heartbeat_s: int = Field(default=30, gt=0)
     queue: str = "gpu"
     work_dir: Path = DEFAULT_DATA_DIR / "work"
+    #: A job whose worker died this many times ends `failed` (it would kill every worker).
+    max_attempts: int = Field(default=3, gt=0)
+    #: How often the sweeper looks for jobs whose lease expired (and re-enqueues them).
+    sweep_interval_s: int = Field(default=30, gt=0)
 
 
 class ApiSettings(BaseModel):

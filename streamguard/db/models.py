@@ -131,6 +131,8 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     fencing_token: Mapped[int] = mapped_column(default=0)
     attempts: Mapped[int] = mapped_column(default=0)
+    #: Seconds spent running, over every attempt (the runtime limit counts this, not wall time).
+    run_time_s: Mapped[float] = mapped_column(sa.Float, default=0.0)
     current_epoch: Mapped[int] = mapped_column(default=0)
     total_epochs: Mapped[int]
     best_epoch: Mapped[int | None] = mapped_column(default=None)
