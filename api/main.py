@@ -18,6 +18,7 @@ from api.errors import register_handlers
 from api.middleware import install_edge
 from api.openapi import install as install_openapi
 from api.routes import checkpoints, datasets, events, health, jobs
+from api.streams import EventHub
 from streamguard.db.session import make_engine, make_session_factory
 from streamguard.settings import Settings, get_settings
 from streamguard.storage import store_from_uri
@@ -35,9 +36,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.store = store_from_uri(settings.storage.uri,
                                      endpoint_url=settings.storage.s3_endpoint_url)
     app.state.celery = None
+    app.state.event_hub = hub = EventHub(  # one event poller for every SSE stream
+        app.state.session_factory, redis_url=settings.redis.url,
+        redis_socket_timeout_s=settings.redis.socket_timeout_s,
+        redis_connect_timeout_s=settings.redis.connect_timeout_s)
+    await hub.start()
     try:
         yield
     finally:
+        await hub.stop()
         engine.dispose()
 
 

@@ -1,145 +1,103 @@
 """/v1/jobs/{id}/events: the job's events as Server-Sent Events (replay, then tail).
 
-The generator owns its resources: its own DB session (never the request's) and its own Redis
-pub/sub, both closed in `finally` (client gone, stream finished, or server shutdown).
+A stream holds no database connection and no thread while it waits: it subscribes to the
+process's event hub (`api.streams.EventHub`, on `app.state.event_hub`) BEFORE replaying, replays
+the history after Last-Event-ID with short reads of its own (worker thread, own session, never
+the request's), then sends what the hub puts in its queue until the terminal `status` event.
+Its subscription is dropped in `finally` (client gone, stream finished, or server shutdown).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, Query, Request
-from sqlalchemy.orm import Session, sessionmaker
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from sse_starlette import EventSourceResponse
-from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobDep, SessionDep, SettingsDep
+from api.deps import (
+    JobDep,
+    JobId,
+    SessionDep,
+    _bearer,
+    get_current_tenant,
+    get_job_for_tenant,
+)
 from api.routes import AUTHED, error_responses
 from api.routes.jobs import Limit
 from api.schemas import JobEventPage
 from api.services import events as service
-from streamguard.contract import TERMINAL_STATUSES, EventKind, events_channel
-from streamguard.db import metrics as metrics_repo
-from streamguard.db.jobs import get_job
-from streamguard.db.models import JobEvent
+from api.streams import REREAD_WINDOW, EventHub, Message
+from streamguard.db.models import Job
+from streamguard.settings import Settings
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["events"],
                    responses=error_responses(*AUTHED, 404))
 
 #: Event ids are 64-bit signed integers on PostgreSQL and SQLite.
 EVENT_ID_MAX = 2**63 - 1
 
-POLL_S = 0.5  # DB polling period without Redis; also the Redis wait before a safety re-read
-#: Ids below the last sent one that are re-read on every wake-up. PostgreSQL hands out ids at
-#: INSERT but rows become visible at COMMIT, so a smaller id can appear after a larger one was
-#: sent; re-reading a small window (cheap: a job has few events) catches those late commits.
-REREAD_WINDOW = 200
-BATCH = 500
 
+class _Sent:
+    """Which ids this stream already sent (the replay and the hub's queue overlap)."""
 
-def is_terminal_event(event: JobEvent) -> bool:
-    return event.kind == EventKind.STATUS and event.payload.get("status") in TERMINAL_STATUSES
-
-
-class _Reader:
-    """Reads events after a moving low-water mark, remembering which ids were already sent."""
-
-    def __init__(self, factory: sessionmaker[Session], job_id: str, after_id: int) -> None:
-        self.session = factory()
-        self.job_id = job_id
+    def __init__(self, after_id: int) -> None:
         self.floor = after_id  # never resend what the client had before connecting
-        self.last_sent = after_id
-        self.sent: set[int] = set()
+        self.last = after_id
+        self.ids: set[int] = set()
 
-    def read(self) -> tuple[list[JobEvent], bool]:
-        """(unsent events, job finished). The status is read first: a job that is terminal
-        here already committed its terminal event, so the event read below includes it."""
-        try:
-            job = get_job(session=self.session, job_id=self.job_id)
-            finished = job is None or job.is_terminal
-            low = max(self.floor, self.last_sent - REREAD_WINDOW)
-            events = metrics_repo.list_events_after(session=self.session, job_id=self.job_id,
-                                                    after_id=low, limit=BATCH)
-            self.session.expunge_all()
-        finally:
-            self.session.rollback()  # end the snapshot so the next read sees new commits
-        fresh = [e for e in events if e.id not in self.sent]
-        # A full batch means more may follow; report "not finished" so the caller reads again.
-        return fresh, finished and len(events) < BATCH
+    def fresh(self, messages: list[Message] | tuple[Message, ...]) -> list[Message]:
+        out = []
+        for m in messages:  # ascending ids; anything below the window was handled before
+            if m.id > max(self.floor, self.last - REREAD_WINDOW) and m.id not in self.ids:
+                self.ids.add(m.id)
+                self.last = max(self.last, m.id)
+                out.append(m)
+        if len(self.ids) > 2 * REREAD_WINDOW:
+            low = self.last - REREAD_WINDOW
+            self.ids = {i for i in self.ids if i > low}
+        return out
 
-    def mark(self, event_id: int) -> None:
-        self.sent.add(event_id)
-        self.last_sent = max(self.last_sent, event_id)
-        low = self.last_sent - REREAD_WINDOW
-        self.sent = {i for i in self.sent if i > low}
-
-    def close(self) -> None:
-        self.session.close()
+    def catch_up_from(self) -> int:
+        return max(self.floor, self.last - REREAD_WINDOW)
 
 
-async def event_stream(*, factory: sessionmaker[Session], redis_url: str | None, job_id: str,
-                       after_id: int) -> AsyncIterator[dict[str, Any]]:
+async def event_stream(*, hub: EventHub, job_id: str, after_id: int) -> AsyncIterator[bytes]:
     """Replay events after `after_id`, then tail until a terminal `status` event."""
-    reader = _Reader(factory, job_id, after_id)
-    redis: Any = None
-    pubsub: Any = None
+    listener = hub.subscribe(job_id, after_id)  # first: nothing committed meanwhile is missed
+    sent = _Sent(after_id)
     try:
-        if redis_url:
-            import redis.asyncio as aioredis
-
-            redis = aioredis.from_url(redis_url)
-            pubsub = redis.pubsub()
-            # Subscribe BEFORE the replay: a notification sent meanwhile is not lost.
-            await pubsub.subscribe(events_channel(job_id))
-        while True:
-            events, finished = await run_in_threadpool(reader.read)
-            for event in events:
-                reader.mark(event.id)
-                yield {"id": str(event.id), "event": event.kind,
-                       "data": service.sse_data(event)}
-                if is_terminal_event(event):
+        low = after_id
+        while True:  # replay, BATCH events per read
+            page = await hub.read(job_id, low)
+            for message in sent.fresh(page.messages):
+                yield message.frame
+                if message.terminal:
                     return
-            if finished:
-                return  # terminal and nothing left to send (e.g. Last-Event-ID past the end)
-            if events:
-                continue  # maybe a full batch: read on before waiting
-            pubsub = await _wait(pubsub)
+            if not page.full:
+                break
+            low = page.messages[-1].id
+        if page.finished:
+            return  # terminal and nothing left to send (e.g. Last-Event-ID past the end)
+        while True:  # tail: only the queue, unless it overflowed
+            if listener.lagged and listener.queue.empty():
+                listener.lagged = False  # first, so later batches are queued again
+                page = await hub.read(job_id, sent.catch_up_from())
+                batch: list[Message] | tuple[Message, ...] = page.messages
+                listener.lagged = page.full
+                finished = page.finished and not page.full
+            else:
+                batch, finished = tuple(await listener.queue.get()), False
+            for message in sent.fresh(batch):
+                yield message.frame
+                if message.terminal:
+                    return
+            if finished or (listener.closed and listener.queue.empty()):
+                return
     finally:
-        with anyio.CancelScope(shield=True):  # clean up even when cancelled (client gone)
-            if pubsub is not None:
-                try:
-                    await pubsub.unsubscribe()
-                    await pubsub.aclose()
-                except Exception:  # noqa: BLE001 - a broken connection is being dropped anyway
-                    log.debug("closing pub/sub for job %s failed", job_id, exc_info=True)
-            if redis is not None:
-                await redis.aclose()
-            reader.close()
-
-
-async def _wait(pubsub: Any) -> Any:
-    """Until a notification arrives or POLL_S passes; returns the pub/sub (None if it broke)."""
-    if pubsub is None:
-        await anyio.sleep(POLL_S)
-        return None
-    from redis.exceptions import RedisError
-
-    try:
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
-        while message is not None:  # drain: one DB read answers every pending notification
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
-    except (RedisError, OSError):
-        log.warning("Redis pub/sub failed; falling back to polling the database", exc_info=True)
-        try:
-            await pubsub.aclose()
-        except Exception:  # noqa: BLE001
-            pass
-        return None
-    return pubsub
+        hub.unsubscribe(listener)
 
 
 SSE_DESCRIPTION = """A Server-Sent Events stream (`text/event-stream`), not JSON.
@@ -159,6 +117,34 @@ keep the connection open. To resume, send the last `id` seen as the `Last-Event-
 LastEventId = Annotated[str | None, Header(
     alias="last-event-id", min_length=1, max_length=19, pattern=r"^[0-9]{1,19}$",
     description="Replay events after this id (the `id:` of the last message received).")]
+
+
+def _authorized_job(request: Request, job_id: str,
+                    credentials: HTTPAuthorizationCredentials | None) -> Job:
+    settings: Settings = request.app.state.settings
+    with request.app.state.session_factory() as session:
+        tenant = get_current_tenant(request, session, settings, credentials)
+        return get_job_for_tenant(job_id, session, tenant)
+
+
+async def get_streamed_job(
+    request: Request, job_id: JobId,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Job:
+    """`JobDep` for the stream: ONE worker-thread hop, among the hub's few read threads, with a
+    session closed before it returns.
+
+    `JobDep` resolves the key and the job in separate thread hops holding one pooled connection
+    in between; a burst of stream (re)connections (every client of a restarted server) then
+    holds every connection while waiting for a thread, and every thread while waiting for a
+    connection, until the pool timeout. Here a connection is held only while a thread runs, and
+    opening streams never use more than `api.streams.READ_THREADS` threads. The settings are
+    the app's (`create_app`), read from `app.state`: while the app has dependency overrides,
+    every sub-dependency is rebuilt on every request, so the stream keeps few.
+    """
+    hub: EventHub = request.app.state.event_hub
+    return await anyio.to_thread.run_sync(_authorized_job, request, job_id, credentials,
+                                          limiter=hub.read_limiter)
 
 
 def _after_id(header: str | None, query: int | None) -> int:
@@ -184,7 +170,7 @@ def _after_id(header: str | None, query: int | None) -> int:
                          "type": "string", "description": "SSE frames: `id:`, `event:`, "
                          "`data:` lines, a blank line between messages."}}}}})
 async def stream_job_events(
-    request: Request, job: JobDep, session: SessionDep, settings: SettingsDep,
+    request: Request, job: Annotated[Job, Depends(get_streamed_job)],
     last_event_id: Annotated[int | None, Query(
         ge=0, le=EVENT_ID_MAX,
         description="Replay events after this id (when the header is absent).")] = None,
@@ -192,10 +178,8 @@ async def stream_job_events(
 ) -> EventSourceResponse:
     """Replay stored events after Last-Event-ID, then follow the job live until it finishes."""
     after = _after_id(last_event_id_header, last_event_id)
-    session.close()  # the ownership check is done; the stream must not pin this connection
-    stream = event_stream(factory=request.app.state.session_factory,
-                          redis_url=settings.redis.url, job_id=job.id, after_id=after)
-    return EventSourceResponse(stream, ping=settings.api.sse_ping_s)
+    stream = event_stream(hub=request.app.state.event_hub, job_id=job.id, after_id=after)
+    return EventSourceResponse(stream, ping=request.app.state.settings.api.sse_ping_s)
 
 
 @router.get("/{job_id}/events/history", response_model=JobEventPage,
