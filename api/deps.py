@@ -22,10 +22,18 @@ from streamguard.contract import ID_PATTERN
 from streamguard.db import tenants
 from streamguard.db.jobs import get_job_or_raise
 from streamguard.db.models import Job, Tenant
-from streamguard.settings import Settings, get_settings
+from streamguard.settings import Settings
 from streamguard.storage import ArtifactStore
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+def get_app_settings(request: Request) -> Settings:
+    """The app's Settings (`create_app(settings)`), read once at startup: no per-request work,
+    and no dependency override (overrides make FastAPI re-solve every dependency per request)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
 def get_session(request: Request) -> Iterator[Session]:

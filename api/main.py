@@ -57,7 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   separate_input_output_schemas=False)
     install_openapi(app)
     app.state.settings = settings
-    app.dependency_overrides[get_settings] = lambda: settings
     register_handlers(app)
     install_edge(app, settings)  # middleware, CORS, id/name checks: before the routers
     for module in (health, datasets, jobs, events, checkpoints):
