@@ -157,7 +157,8 @@ class Services:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
                 tail = self.logs[name].read_text(errors="replace").splitlines()[-20:]
-                raise RuntimeError(f"the {name} process exited with code {proc.returncode}; "
+                raise RuntimeError(f"the {name} process exited with code {proc.returncode}"
+                                   f"{refusal_note(self.logs[name])}; "
                                    f"end of {self.logs[name]}:\n" + "\n".join(tail))
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
@@ -192,6 +193,21 @@ class Services:
                 proc.wait()
         for log_file in self._files:
             log_file.close()
+
+
+#: How a worker that refused to start (worker/preflight.py: database unreachable or not
+#: migrated, store not writable, broker unreachable) begins its one stderr line.
+WORKER_REFUSAL_PREFIX = "streamguard worker: refusing to start:"
+
+
+def refusal_note(log: Path) -> str:
+    """`: <the worker's refusal line>` when the end of `log` holds one, else ''."""
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-50:]
+    except OSError:
+        return ""
+    refusals = [line.strip() for line in tail if line.startswith(WORKER_REFUSAL_PREFIX)]
+    return f": {refusals[-1]}" if refusals else ""
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:

@@ -11,11 +11,14 @@ presigned URLs are signed with SigV4.
 
 Error messages reach API callers, so they name the key (without the `tenants/<id>/` area) and
 never the store's root folder, bucket, endpoint or the S3 service's own text; the underlying
-exception stays chained (`raise ... from exc`) for the server's log.
+exception stays chained (`raise ... from exc`) for the server's log. A store that cannot take a
+write (read-only, full, out of quota, unreachable, refusing access) raises `StoreUnavailable`:
+the API answers 503 `store_unavailable` and a worker fails its job with that message.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -34,6 +37,11 @@ MiB = 1024 * 1024
 S3_CONNECT_TIMEOUT_S = 5
 S3_READ_TIMEOUT_S = 60
 SUPPORTED_SCHEMES = ("file://", "s3://")
+#: S3 error codes that mean the store (not the request) is at fault: StoreUnavailable, 503.
+S3_UNAVAILABLE_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
+                                  "SignatureDoesNotMatch", "ExpiredToken", "NoSuchBucket",
+                                  "SlowDown", "ServiceUnavailable", "InternalError",
+                                  "RequestTimeout", "QuotaExceeded"})
 _TMP_SUFFIX = ".partial"  # in-flight writes are named `.<name>.<random>.partial`
 
 
@@ -76,6 +84,43 @@ class ArtifactNotFound(StorageError):
     """No object is stored under the requested key."""
 
     code = "artifact_not_found"
+
+
+class StoreUnavailable(StorageError, OSError):
+    """The store cannot take or serve objects right now (read-only, full, unreachable, ...).
+
+    An operator's problem, not the caller's: the API answers 503; retrying later may succeed.
+    Also an OSError, as the failed local write it replaces was (callers catching that still do).
+    """
+
+    code = "store_unavailable"
+
+
+#: What a failed write says, by errno; anything else is "could not write (<errno name>)".
+_WRITE_FAULTS = {
+    errno.EROFS: "is read-only",
+    errno.ENOSPC: "is full (no space left on the device)",
+    errno.EDQUOT: "is over its disk quota",
+    errno.EACCES: "is not writable (permission denied)",
+    errno.EPERM: "is not writable (operation not permitted)",
+    errno.ENOTDIR: "is misconfigured (its root is not a folder)",
+    errno.EEXIST: "is misconfigured (its root is not a folder)",
+    errno.EIO: "has an I/O error",
+}
+
+
+@contextmanager
+def _store_write(key: str, action: str = "writing") -> Iterator[None]:
+    """OSError of a local write -> StoreUnavailable naming the key and the cause, never a path."""
+    try:
+        yield
+    except OSError as exc:
+        cause = exc.strerror or (str(exc) if exc.filename is None else "") or \
+            errno.errorcode.get(exc.errno or 0, type(exc).__name__)  # never the file name
+        what = _WRITE_FAULTS.get(exc.errno or 0) or f"could not be written ({cause})"
+        raise StoreUnavailable(f"the artifact store {what}: {action} {display_key(key)!r} "
+                               "failed; retry once an operator has made the store writable "
+                               "again") from exc
 
 
 def display_key(key: str) -> str:
@@ -156,7 +201,10 @@ class LocalArtifactStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # read-only or misplaced: every write raises StoreUnavailable, /readyz says so
 
     def __repr__(self) -> str:
         return f"LocalArtifactStore({str(self.root)!r})"
@@ -181,10 +229,11 @@ class LocalArtifactStore:
         return path
 
     def put_file(self, local_path: str | Path, key: str) -> None:
-        """Copy a local file under `key` atomically."""
+        """Copy a local file under `key` atomically; StoreUnavailable if the store refuses."""
         dest = self.local_path(key)
-        with open(local_path, "rb") as src, _atomic_destination(dest) as out:
-            shutil.copyfileobj(src, out, MiB)
+        with open(local_path, "rb") as src:  # a missing source stays the caller's OSError
+            with _store_write(key), _atomic_destination(dest) as out:
+                shutil.copyfileobj(src, out, MiB)
 
     def get_file(self, key: str, local_path: str | Path) -> None:
         """Copy `key` to `local_path` atomically; ArtifactNotFound if missing."""
@@ -193,8 +242,9 @@ class LocalArtifactStore:
             shutil.copyfileobj(src, out, MiB)
 
     def put_bytes(self, data: bytes, key: str) -> None:
-        """Write a small object atomically."""
-        with _atomic_destination(self.local_path(key)) as out:
+        """Write a small object atomically; StoreUnavailable if the store refuses."""
+        dest = self.local_path(key)
+        with _store_write(key), _atomic_destination(dest) as out:
             out.write(data)
 
     def get_bytes(self, key: str) -> bytes:
@@ -225,7 +275,9 @@ class LocalArtifactStore:
 
     def delete(self, key: str) -> None:
         """Remove the file under `key`; a missing key is not an error."""
-        self.local_path(key).unlink(missing_ok=True)
+        path = self.local_path(key)
+        with _store_write(key, "deleting"):
+            path.unlink(missing_ok=True)
 
     def uri(self, key: str) -> str:
         """`file:///abs/path` of the object."""
@@ -296,11 +348,15 @@ class S3ArtifactStore:
             code = str(exc.response.get("Error", {}).get("Code", "")) or "error"
             if code in ("404", "NoSuchKey", "NotFound"):
                 raise ArtifactNotFound(f"no artifact under key {shown!r}", field="key") from exc
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if status >= 500 or code in S3_UNAVAILABLE_CODES:
+                raise StoreUnavailable(f"the object store is unavailable for {shown!r} ({code});"
+                                       " retry later") from exc
             raise StorageError(f"the object store refused the request for {shown!r} ({code})",
                                field="key") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"the object store could not be reached for {shown!r} "
-                               f"({type(exc).__name__}); retry later") from exc
+        except BotoCoreError as exc:  # connect/read timeouts (after the retries), DNS, TLS
+            raise StoreUnavailable(f"the object store could not be reached for {shown!r} "
+                                   f"({type(exc).__name__}); retry later") from exc
 
     def put_file(self, local_path: str | Path, key: str) -> None:
         """Upload a file; multipart above `multipart_threshold` (S3 makes it visible at once)."""

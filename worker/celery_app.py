@@ -30,3 +30,4 @@ app.conf.update(
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
 )
+import worker.preflight  # noqa: F401,E402 - refuse to start misconfigured (worker_init)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -18,8 +19,12 @@ from sqlalchemy.orm import Session
 from streamguard.contract import EventKind, events_channel
 from streamguard.db.jobs import assert_fresh, record_progress
 from streamguard.db.metrics import add_event, upsert_checkpoint, upsert_epoch
+from streamguard.settings import RedisSettings
 
 log = logging.getLogger("streamguard.worker")
+
+#: Seconds publishing pauses after a Redis failure.
+PUBLISH_BACKOFF_S = 10.0
 
 
 class EventPublisher(Protocol):
@@ -36,25 +41,52 @@ class NullPublisher:
 
 class RedisEventPublisher:
     """Publishes `{"id": event_id}` on `job:{job_id}:events`. Failures are logged, not raised:
-    the event is already committed, and SSE readers fall back to reading the database."""
+    the event is already committed, and SSE readers fall back to reading the database.
 
-    def __init__(self, redis_url: str) -> None:
+    Every call is bounded by the socket and connect timeouts of `settings.redis`, and after a
+    failure publishing pauses for `backoff_s` (one warning per outage), so a hung Redis costs a
+    training run one timeout, not one per event.
+    """
+
+    def __init__(self, redis_url: str, settings: RedisSettings | None = None, *,
+                 backoff_s: float = PUBLISH_BACKOFF_S) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        self.client = redis.Redis.from_url(redis_url)
+        settings = settings or RedisSettings()
+        # No retries: redis-py's default (3, with backoff) would multiply every timeout by 4.
+        self.client = redis.Redis.from_url(
+            redis_url, socket_timeout=settings.socket_timeout_s,
+            socket_connect_timeout=settings.connect_timeout_s, retry=Retry(NoBackoff(), 0))
+        self.backoff_s = backoff_s
+        self._paused_until = 0.0
 
     def publish(self, job_id: str, event_id: int) -> None:
+        if time.monotonic() < self._paused_until:
+            return  # Redis failed a moment ago; readers poll the database meanwhile
         try:
             self.client.publish(events_channel(job_id), json.dumps({"id": event_id}))
         except Exception as exc:  # noqa: BLE001 - pub/sub is best effort by design
-            log.warning("could not publish event %s of job %s: %s", event_id, job_id, exc)
+            if not self._paused_until:
+                log.warning("could not publish event %s of job %s (%s); pausing publishes "
+                            "for %.0f s at a time until Redis answers", event_id, job_id,
+                            type(exc).__name__, self.backoff_s)
+            self._paused_until = time.monotonic() + self.backoff_s
+            return
+        if self._paused_until:
+            log.info("Redis answers again; publishing job events resumed")
+            self._paused_until = 0.0
 
     def close(self) -> None:
         self.client.close()
 
 
-def make_publisher(redis_url: str | None) -> EventPublisher:
-    return RedisEventPublisher(redis_url) if redis_url else NullPublisher()
+def make_publisher(redis: str | RedisSettings | None) -> EventPublisher:
+    """A Redis publisher for `settings.redis` (or a bare URL, with the default timeouts)."""
+    if isinstance(redis, RedisSettings):
+        return RedisEventPublisher(redis.url, redis) if redis.url else NullPublisher()
+    return RedisEventPublisher(redis) if redis else NullPublisher()
 
 
 class DbMetricSink:

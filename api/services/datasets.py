@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -17,7 +19,9 @@ from streamguard.db import datasets as datasets_repo
 from streamguard.db.models import Dataset
 from streamguard.errors import DataError
 from streamguard.settings import Settings
-from streamguard.storage import ArtifactStore
+from streamguard.storage import ArtifactStore, display_key
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 HASH_BYTES = 8
@@ -54,9 +58,15 @@ def upload_dataset(*, session: Session, store: ArtifactStore, settings: Settings
                    name: str | None) -> Dataset:
     """Validate the JSONL upload (every line), inspect it, store it and record it.
 
+    All or nothing: the row is committed only once both objects are stored, and whatever was
+    stored is removed again when a later step fails, so there is never a row without its
+    objects nor (short of a crash in between) an object without its row.
+
     Raises:
         PayloadTooLarge: above `settings.api.max_upload_mb`.
         DataError: bad lines (listed by line number) or no rows at all.
+        StoreUnavailable: the store refused a write (read-only, full, unreachable); nothing
+            was recorded (503 `store_unavailable`).
     """
     label = filename or "upload.jsonl"
     with tempfile.TemporaryDirectory(prefix="sg-upload-") as tmp:
@@ -73,16 +83,28 @@ def upload_dataset(*, session: Session, store: ArtifactStore, settings: Settings
             session=session, tenant_id=tenant_id, name=name or label, storage_key="",
             size_bytes=size, sha256=sha256, stats=stats)
         dataset.storage_key = dataset_key(tenant_id, dataset.id)
-        store.put_file(path, dataset.storage_key)
-        hashes_key = dataset_hashes_key(tenant_id, dataset.id)
-        store.put_bytes(func_hashes(examples), hashes_key)
-    try:
-        session.commit()
-    except Exception:
-        store.delete(dataset.storage_key)  # no row, no object
-        store.delete(hashes_key)
-        raise
+        keys = [dataset.storage_key, dataset_hashes_key(tenant_id, dataset.id)]
+        try:
+            store.put_file(path, keys[0])
+            store.put_bytes(func_hashes(examples), keys[1])
+            session.commit()
+        except BaseException:
+            with suppress(Exception):  # a database that is down fails its rollback too
+                session.rollback()  # no row ...
+            _remove(store, keys)  # ... and no object
+            raise
     return dataset
+
+
+def _remove(store: ArtifactStore, keys: list[str]) -> None:
+    """Best-effort removal of what an aborted upload stored (a full store still deletes; a
+    read-only one stored nothing)."""
+    for key in keys:
+        try:
+            store.delete(key)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            log.warning("could not remove %s after a failed upload", display_key(key),
+                        exc_info=True)
 
 
 def _stats(file_stats: dict[str, Any]) -> dict[str, Any]:

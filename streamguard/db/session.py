@@ -1,8 +1,30 @@
-"""Engine and session factory for PostgreSQL (psycopg 3) and SQLite.
+"""Engine and session factory for PostgreSQL (psycopg 3) and SQLite, bounded by `DbSettings`.
 
-SQLite gets foreign keys, WAL (readers never block the writer), a 5 s busy timeout, and
-SQLAlchemy-emitted BEGIN: the sqlite3 module's own transaction handling breaks SAVEPOINT and
-transactional DDL, which tests (nested rollbacks) and migrations rely on.
+Every engine waits a bounded time for everything (`streamguard.settings.DbSettings`):
+
+- PostgreSQL: libpq `connect_timeout`, a server-side `statement_timeout` set on connect (a
+  `-c` option, so it holds for every statement of every pooled connection), a pool of
+  `pool_size` + `max_overflow` connections and at most `pool_timeout_s` of waiting for one,
+  TCP keepalives, and a ping before a pooled connection is reused.
+- SQLite: foreign keys, WAL (readers never block the writer), a busy timeout of
+  `sqlite_busy_timeout_ms`, and the pool's wait for a connection as long as that.
+
+SQLite transactions (the embedded mode, many API threads and a worker on one file): the
+sqlite3 module's own transaction handling breaks SAVEPOINT and transactional DDL, so BEGIN is
+emitted here, lazily, by the first statement of each transaction:
+
+- a transaction whose first statement writes (INSERT, UPDATE, DELETE, DDL, SAVEPOINT, or a
+  `SELECT ... FOR UPDATE`, the repositories' "I am about to write" lock) begins IMMEDIATE: it
+  takes the write lock up front, waiting up to the busy timeout for it;
+- a transaction that starts by reading begins DEFERRED (a WAL snapshot, no lock), so GETs,
+  polling SSE streams and downloads never hold the write lock;
+- when such a read transaction is about to write, it is ended (it wrote nothing) and a BEGIN
+  IMMEDIATE starts the rest. A DEFERRED transaction would instead try to upgrade its stale
+  snapshot and fail at once with "database is locked" whenever another writer committed in
+  between (the 500s the issue measured at 50 concurrent submits). The reads before the
+  write then come from an earlier snapshot, which is what PostgreSQL's default READ
+  COMMITTED gives too: the code already guards its writes with compare-and-set updates,
+  unique constraints and `FOR UPDATE` (which, on SQLite, is the point where the lock is taken).
 """
 
 from __future__ import annotations
@@ -14,6 +36,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from streamguard.settings import DbSettings
+
+#: `Connection.info` key holding the SQLite transaction state: "pending" (SQLAlchemy began a
+#: transaction, no BEGIN sent yet), "deferred" (reading) or "immediate" (holds the write lock).
+_SQLITE_TXN = "streamguard_sqlite_txn"
+#: First keywords of statements that write (or, SAVEPOINT, are about to).
+_WRITE_KEYWORDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "UPSERT", "CREATE",
+                             "DROP", "ALTER", "SAVEPOINT", "REINDEX", "VACUUM"})
+#: TCP keepalives (PostgreSQL): a peer that vanished is noticed in about a minute.
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                 "keepalives_count": 3}
+
 
 def normalize_url(url: str) -> str:
     """Run plain `postgresql://` / `postgres://` URLs with psycopg 3 (psycopg2 is not installed)."""
@@ -23,20 +57,55 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an Engine for `url`; extra keyword arguments go to `sqlalchemy.create_engine`."""
-    url = normalize_url(url)
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        kwargs.setdefault("pool_pre_ping", True)
-        return sa.create_engine(url, **kwargs)
+def make_engine(db: str | DbSettings, **kwargs: Any) -> Engine:
+    """Create an Engine for `db` (a URL, or `settings.db`); extra keyword arguments go to
+    `sqlalchemy.create_engine` and win over the settings.
 
-    database = parsed.database
-    if database and database != ":memory:" and not database.startswith("file:"):
+    A bare URL gets `DbSettings`' default timeouts and pool size; pass `settings.db` to use the
+    deployment's.
+    """
+    settings = DbSettings(url=db) if isinstance(db, str) else db
+    url = normalize_url(settings.url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, parsed.database, settings, kwargs)
+
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    if parsed.get_backend_name() == "postgresql":
+        connect_args.setdefault("connect_timeout", max(2, int(settings.connect_timeout_s)))
+        # `-c statement_timeout=...` on connect; an `options` already in the URL is kept.
+        options = [str(connect_args.get("options") or parsed.query.get("options") or "")]
+        options.append(f"-c statement_timeout={settings.statement_timeout_ms}")
+        connect_args["options"] = " ".join(o for o in options if o)
+        for name, value in PG_KEEPALIVES.items():
+            connect_args.setdefault(name, value)
+    kwargs.setdefault("pool_pre_ping", True)
+    if "poolclass" not in kwargs:  # NullPool (migrations, CLI) takes no sizes
+        kwargs.setdefault("pool_size", settings.pool_size)
+        kwargs.setdefault("max_overflow", settings.max_overflow)
+        kwargs.setdefault("pool_timeout", settings.pool_timeout_s)
+    return sa.create_engine(url, connect_args=connect_args, **kwargs)
+
+
+def _sqlite_engine(url: str, database: str | None, settings: DbSettings,
+                   kwargs: dict[str, Any]) -> Engine:
+    in_memory = not database or database == ":memory:" or database.startswith("file:")
+    if not in_memory:
+        assert database is not None
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    connect_args = kwargs.pop("connect_args", {})
+        if "poolclass" not in kwargs:
+            # Writers queue for the file's lock anyway; the pool's queue in front of it is the
+            # fair one (SQLite's busy handler polls, and an unlucky thread keeps losing), so it
+            # caps the contenders, and waits as long as the busy timeout would.
+            kwargs.setdefault("pool_size", settings.pool_size)
+            kwargs.setdefault("max_overflow", settings.max_overflow)
+            kwargs.setdefault("pool_timeout",
+                              max(settings.pool_timeout_s, settings.sqlite_busy_timeout_ms / 1000))
+    busy_ms = settings.sqlite_busy_timeout_ms
+    connect_args = dict(kwargs.pop("connect_args", {}))
     # The API serves requests from a thread pool; each connection is used by one thread at a time.
     connect_args.setdefault("check_same_thread", False)
+    connect_args.setdefault("timeout", busy_ms / 1000)
     engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
 
     @sa.event.listens_for(engine, "connect")
@@ -45,14 +114,47 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        conn.info[_SQLITE_TXN] = "pending"  # BEGIN waits for the first statement
+
+    @sa.event.listens_for(engine, "commit")
+    @sa.event.listens_for(engine, "rollback")
+    def _on_end(conn: sa.Connection) -> None:
+        conn.info.pop(_SQLITE_TXN, None)
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _before_execute(conn: sa.Connection, cursor: Any, statement: str, _parameters: Any,
+                        context: Any, _executemany: bool) -> None:
+        state = conn.info.get(_SQLITE_TXN)
+        if state is None or state == "immediate":
+            return
+        writes = _writes(statement, context)
+        if state == "pending":
+            cursor.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
+            conn.info[_SQLITE_TXN] = "immediate" if writes else "deferred"
+        elif writes:  # "deferred": it only read so far; end that snapshot, take the lock
+            cursor.execute("COMMIT")
+            conn.info[_SQLITE_TXN] = "pending"  # if BEGIN IMMEDIATE times out, nothing is open
+            cursor.execute("BEGIN IMMEDIATE")
+            conn.info[_SQLITE_TXN] = "immediate"
 
     return engine
+
+
+def _writes(statement: str, context: Any) -> bool:
+    """Whether a statement writes (or locks for a write: SAVEPOINT, SELECT ... FOR UPDATE)."""
+    if context is not None:
+        if context.isinsert or context.isupdate or context.isdelete or context.isddl:
+            return True
+        compiled = getattr(context, "compiled", None)
+        if getattr(getattr(compiled, "statement", None), "_for_update_arg", None) is not None:
+            return True
+    words = statement.lstrip(" \t\r\n(").split(None, 1)
+    return bool(words) and words[0].upper() in _WRITE_KEYWORDS
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
