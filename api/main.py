@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api.dependency_errors import register_dependency_handlers
 from api.errors import register_handlers
 from api.middleware import install_edge
 from api.openapi import install as install_openapi
@@ -30,7 +31,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     if settings.broker.url is None:
         settings.ensure_dirs()  # the filesystem broker's folders must exist to send tasks
-    engine = make_engine(settings.db.url)
+    engine = make_engine(settings.db)  # pool, timeouts and busy timeout from settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.store = store_from_uri(settings.storage.uri,
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     app.state.settings = settings
     register_handlers(app)
+    register_dependency_handlers(app)
     install_edge(app, settings)  # middleware, CORS, id/name checks: before the routers
     for module in (health, datasets, jobs, events, checkpoints):
         app.include_router(module.router)

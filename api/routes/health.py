@@ -13,13 +13,13 @@ import logging
 import shutil
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 
 from api.deps import SettingsDep, StoreDep
 from api.errors import NotReady
+from api.queue import check_broker
 from api.routes import error_responses
 from api.schemas import CheckRead, HealthRead, ReadinessRead
 from streamguard.errors import StorageError
@@ -71,16 +71,8 @@ def _database(request: Request) -> None:
 
 
 def _broker(settings: Settings) -> None:
-    if settings.broker.url is None:
-        folder = Path(settings.broker_transport_options()["data_folder_in"])
-        if not folder.is_dir():
-            raise FileNotFoundError(f"filesystem broker folder {folder} does not exist")
-        return
-    from kombu.connection import Connection
-
-    with Connection(settings.broker.url, connect_timeout=2,  # type: ignore[no-untyped-call]
-                    transport_options=settings.broker_transport_options()) as conn:
-        conn.ensure_connection(max_retries=1)
+    """A real round trip with publishing's timeouts: a hung broker fails, never hangs."""
+    check_broker(settings)
 
 
 def _store(store: ArtifactStore) -> None:
