@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import types
 import typing
 from enum import Enum
@@ -19,7 +21,7 @@ from streamguard.errors import StreamGuardError
 from streamguard.spec import TrainConfig, parse_train_config
 
 EXIT_CODES = {"completed": 0, "early_stopped": 0, "collapsed": 3, "non_finite_loss": 4,
-              "cancelled": 5}
+              "cancelled": 5, "preempted": 6}  # 6: preempted; run again to resume
 EXIT_INVALID = 2
 
 
@@ -68,9 +70,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     history = ListSink()
-    result = run(config, train_path=args.train, val_path=args.val, test_path=args.test,
-                 work_dir=out, sink=FanOutSink([JsonlSink(out / "metrics.jsonl"), history]),
-                 resume=args.resume, device=args.device, progress=not args.no_progress)
+    # SIGTERM (`docker stop`, a drain) only sets a flag: the loop reads it after every optimizer
+    # step, saves `last` at that step and returns PREEMPTED; running again resumes from there.
+    preempt = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: preempt.set())
+    try:
+        result = run(config, train_path=args.train, val_path=args.val, test_path=args.test,
+                     work_dir=out, sink=FanOutSink([JsonlSink(out / "metrics.jsonl"), history]),
+                     resume=args.resume, device=args.device, progress=not args.no_progress,
+                     should_preempt=preempt.is_set)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     payload = {**result.as_dict(), "warnings": [e for k, e in history.events if k == "warning"],
                "config": config.model_dump(mode="json"),
                "checkpoints": {n: str(out / "checkpoints" / n) for n in ("best", "last")
@@ -78,7 +91,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                "model_dir": str(out / "model") if (out / "model").is_dir() else None}
     (out / "result.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     code = EXIT_CODES[result.outcome.value]
-    if code:
+    if result.outcome.value == "preempted":
+        print(f"streamguard: {result.message}; run the same command again to resume",
+              file=sys.stderr)
+    elif code:
         print(f"streamguard: run ended {result.outcome.value}: {result.message}", file=sys.stderr)
     return code
 

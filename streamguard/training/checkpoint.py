@@ -3,9 +3,13 @@
 Layout of a checkpoint folder (itself a Hugging Face model directory, so `from_pretrained` loads
 it):
     config.json, model.safetensors, tokenizer files   the model
-    training_state.pt   optimizer, scheduler, scaler, RNG, counters, guard states (weights_only)
+    training_state.pt   optimizer, scheduler, scaler, RNG, counters, guard states (weights_only);
+                        `epoch` is the 0-based epoch a resumed run starts in, and a preempted
+                        run's mid-epoch checkpoint adds its position in it
+                        (`batches_done_in_epoch` > 0) and that epoch's running sums
     train_config.json   the TrainConfig
-    meta.json           epoch, step, best metric, class weights, that epoch's metrics
+    meta.json           epoch, step, best metric, class weights, that epoch's metrics (mid-epoch:
+                        the epoch in progress, batches done, no metrics)
 
 Nothing here pickles an object: `torch.load(..., weights_only=True)` is the only loader, and a
 file that needs more than that is refused (the original run's best checkpoint did not even load).

@@ -2,7 +2,9 @@
 
 Dynamic padding pads each batch to its own longest row; length grouping puts rows of similar
 length together so less of every batch is padding. Both keep the data order a pure function of
-(seed, epoch), which is what makes a resumed run replay exactly the batches it would have seen.
+(seed, epoch), which is what makes a resumed run replay exactly the batches it would have seen;
+a run preempted mid-epoch resumes with `set_epoch(epoch, start_batch=k)`, which skips the first k
+batches of that same order without loading them.
 """
 
 from __future__ import annotations
@@ -59,26 +61,32 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.group_by_length = group_by_length
         self.seed = seed
         self.epoch = 0
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, *, start_batch: int = 0) -> None:
+        """Select the epoch's order; `start_batch` > 0 resumes it after that many batches."""
         self.epoch = epoch
+        self.start_batch = start_batch
 
     def __len__(self) -> int:
+        """The full epoch's batch count, also while resuming mid-epoch (the schedule's unit)."""
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
+        yield from self.epoch_batches()[self.start_batch:]
+
+    def epoch_batches(self) -> list[list[int]]:
+        """Every batch of the current epoch, in order: a pure function of (seed, epoch)."""
         n = len(self.lengths)
         if not self.shuffle:
             order = list(range(n))
             if self.group_by_length:  # evaluation: sort by length, order does not matter
                 order.sort(key=lambda i: self.lengths[i])
-            yield from (order[i:i + self.batch_size] for i in range(0, n, self.batch_size))
-            return
+            return [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(n, generator=gen).tolist()
         if not self.group_by_length:
-            yield from (order[i:i + self.batch_size] for i in range(0, n, self.batch_size))
-            return
+            return [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
         mega = self.batch_size * 50
         batches: list[list[int]] = []
         for m in range(0, n, mega):
@@ -86,7 +94,7 @@ class EpochBatchSampler(Sampler[list[int]]):
             batches.extend(group[i:i + self.batch_size] for i in range(0, len(group),
                                                                         self.batch_size))
         perm = torch.randperm(len(batches), generator=gen).tolist()
-        yield from (batches[p] for p in perm)
+        return [batches[p] for p in perm]
 
 
 class PadCollator:

@@ -20,6 +20,7 @@ class StopReason(StrEnum):
     COLLAPSED = "collapsed"
     NON_FINITE_LOSS = "non_finite_loss"
     CANCELLED = "cancelled"
+    PREEMPTED = "preempted"  # the host is going away: `last` holds the exact step to resume at
 
 
 @dataclass(frozen=True)

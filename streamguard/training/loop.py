@@ -4,14 +4,19 @@ Every rule that the collapsed Devign run broke is enforced here: class-balanced 
 scaled for the batch, a warmup schedule stepped after *every optimizer step*, gradient clipping
 (after unscaling under fp16), per-class prediction counts each epoch, collapse stop rules, and
 checkpoints of plain state only. The loop sees one sink and one (optional) artifact store.
+
+Preemption (the worker's SIGTERM, `docker stop`) is read after every optimizer step: the loop
+saves and publishes `last` at that exact step, with the epoch's position and running sums, and a
+resumed run finishes the epoch as if nothing happened (same batches, same record, same weights).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +31,7 @@ from streamguard.spec import MixedPrecision, TrainConfig
 from streamguard.storage import ArtifactStore
 from streamguard.training import checkpoint as ckpt
 from streamguard.training.callbacks import Callback
+from streamguard.training.data import EpochBatchSampler
 from streamguard.training.guards import CollapseGuard, Decision, EarlyStopping, StopReason
 from streamguard.training.loss import class_weights, make_loss
 from streamguard.training.metrics import EvalMetrics, compute_metrics, format_distribution
@@ -94,10 +100,52 @@ def evaluate(model: torch.nn.Module, loader: DataLoader[Batch], criterion: torch
     return compute_metrics(logits_t, labels_t, loss)
 
 
+@dataclass
+class EpochTally:
+    """The epoch in progress: its position and running sums (train_loss is the epoch's mean).
+
+    A mid-epoch checkpoint saves it, so the resumed epoch ends with the uninterrupted record.
+    """
+
+    loss_sum: torch.Tensor  # float64 on the device: summed per example, no sync per step
+    samples: int = 0
+    batches_done: int = 0  # micro-batches of this epoch behind the last optimizer step
+    time_s: float = 0.0
+
+    @classmethod
+    def resume(cls, device: torch.device, state: Mapping[str, Any] | None) -> EpochTally:
+        """A fresh tally, or the one a mid-epoch checkpoint saved (position > 0)."""
+        if state is None or not int(state.get("batches_done_in_epoch", 0)):
+            return cls(torch.zeros((), device=device, dtype=torch.float64))
+        return cls(state["epoch_loss_sum"].to(device, torch.float64),
+                   int(state["epoch_samples"]), int(state["batches_done_in_epoch"]),
+                   float(state["epoch_time_s"]))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches_done_in_epoch": self.batches_done, "epoch_samples": self.samples,
+                "epoch_loss_sum": self.loss_sum.detach().cpu(), "epoch_time_s": self.time_s}
+
+
+def _epoch_batches(loader: DataLoader[Batch], epoch: int, start_batch: int) -> Iterable[Batch]:
+    """The epoch's batches from `start_batch` on, in the order an uninterrupted run sees them.
+
+    EpochBatchSampler orders by (seed, epoch) and skips indices, so skipped batches are never
+    loaded; any other loader is read and its first batches dropped.
+    """
+    sampler = loader.batch_sampler
+    if isinstance(sampler, EpochBatchSampler):
+        sampler.set_epoch(epoch, start_batch=start_batch)
+        return loader
+    set_epoch = getattr(sampler, "set_epoch", None)
+    if set_epoch is not None:
+        set_epoch(epoch)
+    return itertools.islice(loader, start_batch, None)
+
+
 def _first_stop(decisions: Sequence[Decision | None]) -> Decision | None:
-    """The most serious stop: non-finite > collapsed > cancelled > early stopped."""
+    """The most serious stop: non-finite > collapsed > cancelled > preempted > early stopped."""
     order = [StopReason.NON_FINITE_LOSS, StopReason.COLLAPSED, StopReason.CANCELLED,
-             StopReason.EARLY_STOPPED]
+             StopReason.PREEMPTED, StopReason.EARLY_STOPPED]
     stops = [d for d in decisions if d is not None and d.stop]
     return min(stops, key=lambda d: order.index(d.reason)) if stops else None  # type: ignore[arg-type]
 
@@ -109,13 +157,16 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
           store: ArtifactStore | None = None, store_prefix: str = "",
           callbacks: Sequence[Callback] = (), resume_state: dict[str, Any] | None = None,
           scheduler_factory: SchedulerFactory = build_scheduler,
-          progress: bool = False) -> RunResult:
+          progress: bool = False, should_preempt: Callable[[], bool] | None = None) -> RunResult:
     """Train with the collapse guard; returns the outcome (collapse is an outcome, not an error).
 
     `resume_state` is a loaded `training_state.pt` (the model must already hold that
-    checkpoint's weights); the run then continues after the epoch it records.
+    checkpoint's weights); the run then continues where it records: after an epoch, or inside
+    one. `should_preempt` is read after every optimizer step (keep it a flag read); when it
+    says yes the run saves `last` at that step and ends PREEMPTED, without evaluating.
     """
     sink = sink or NullSink()
+    should_preempt = should_preempt or (lambda: False)
     ckpt_dir = work_dir / "checkpoints"
     # --- derive every number once, and say them --------------------------------------------
     model.to(device)
@@ -153,6 +204,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         start_epoch, global_step = int(resume_state["epoch"]), int(resume_state["global_step"])
         if publisher is not None:
             publisher.load_state_dict(resume_state["callbacks"].get("publisher", {}))
+    resumed = EpochTally.resume(device, resume_state)  # position > 0: resume inside an epoch
     n_params = sum(p.numel() for p in model.parameters())
     banner = {
         "model": config.model, "parameters": n_params, "device": str(device),
@@ -163,38 +215,61 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         "effective_batch": effective_batch, "lr": plan.lr, "lr_factor": plan.factor,
         "warmup_ratio": plan.warmup_ratio, "warmup_steps": plan.warmup_steps,
         "total_steps": plan.total_steps, "mixed_precision": config.mixed_precision.value,
-        "start_epoch": start_epoch, "config": config.model_dump(mode="json"),
+        "start_epoch": start_epoch, "start_batch": resumed.batches_done,
+        "config": config.model_dump(mode="json"),
     }
     log.info("model %s: %.2fM parameters on %s", config.model, n_params / 1e6, device)
     log.info("labels safe/vulnerable %s -> class weights %s", list(label_counts),
              [f"{w:.4f}" for w in weights.tolist()])
     log.info(plan.banner(effective_batch, config.base_batch))
-    if start_epoch:
+    if resumed.batches_done:
+        log.info("resuming epoch %d at batch %d of %d (optimizer step %d)", start_epoch + 1,
+                 resumed.batches_done, len(train_loader), global_step)
+    elif start_epoch:
         log.info("resuming after epoch %d (optimizer step %d)", start_epoch, global_step)
     sink.start(banner)
     for cb in callbacks:
         cb.on_train_start(banner)
+
+    def save_last(epoch: int, tally: EpochTally | None, *, is_best: bool,
+                  meta: dict[str, Any]) -> None:
+        """Write `last` after 0-based `epoch`, or inside it at `tally` (a preemption)."""
+        step = None if tally is None else global_step  # a mid-epoch version is named by step
+        after = publisher.state_after(epoch=epoch + 1, is_best=is_best, step=step) \
+            if publisher else {}
+        state = {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": ckpt.rng_state(),
+            "epoch": epoch + 1 if tally is None else epoch,  # the epoch a resumed run starts in
+            "global_step": global_step,
+            **(tally.state_dict() if tally is not None else {"batches_done_in_epoch": 0}),
+            "callbacks": {guard.state_key: guard.state_dict(),
+                          stopper.state_key: stopper.state_dict(),
+                          **{cb.state_key: cb.state_dict() for cb in callbacks if cb.state_key},
+                          "publisher": after},
+        }
+        meta = {**meta, "global_step": global_step, "best_metric": stopper.best,
+                "best_epoch": stopper.best_epoch, "selection_metric": config.selection_metric,
+                "class_weights": weights.tolist(), "label_counts": list(label_counts)}
+        ckpt.save_checkpoint(ckpt_dir / "last", model=model, tokenizer=tokenizer, state=state,
+                             meta=meta, train_config_json=config.to_json())
 
     history: list[dict[str, Any]] = []
     stop: Decision | None = None
     samples_seen, train_time = 0, 0.0
     n_batches, accum = len(train_loader), config.accumulation_steps
     for epoch in range(start_epoch, config.epochs):
-        # --- one epoch of optimizer steps -----------------------------------------------
-        set_epoch = getattr(train_loader.batch_sampler, "set_epoch", None)
-        if set_epoch is not None:  # the data order is a function of (seed, epoch)
-            set_epoch(epoch)
+        # --- one epoch of optimizer steps (a resumed one continues at its saved position) ---
+        tally = resumed if epoch == start_epoch else EpochTally.resume(device, None)
+        batches = _epoch_batches(train_loader, epoch, tally.batches_done)
         model.train()
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         group_loss = torch.zeros((), device=device, dtype=torch.float32)
-        epoch_samples = 0
-        batches = train_loader
         if progress:
             from tqdm.auto import tqdm
-            batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}",
-                           leave=False, dynamic_ncols=True)
-        for i, batch in enumerate(batches):
+            batches = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                           total=n_batches, initial=tally.batches_done, dynamic_ncols=True)
+        for i, batch in enumerate(batches, start=tally.batches_done):
             # The last group of an epoch may be short: divide by its real size so the
             # accumulated gradient is the mean of its micro-batch losses, exactly.
             group_size = min(accum, n_batches - (i // accum) * accum)
@@ -207,8 +282,8 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
             loss = criterion(logits.float(), labels)
             scaler.scale(loss / group_size).backward()
             group_loss += loss.detach() / group_size
-            loss_sum += loss.detach().double() * labels.numel()
-            epoch_samples += labels.numel()
+            tally.loss_sum += loss.detach().double() * labels.numel()
+            tally.samples += labels.numel()
             if (i + 1) % accum and i + 1 != n_batches:
                 continue
             # .item() is a CPU-GPU sync once per optimizer step: the price of never applying a
@@ -228,19 +303,34 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
             scheduler.step()  # once per optimizer step, never per epoch
             optimizer.zero_grad(set_to_none=True)
             global_step += 1
+            tally.batches_done = i + 1  # only ever at an optimizer-step boundary
             if progress and hasattr(batches, "set_postfix"):
                 batches.set_postfix(loss=f"{step_loss:.4f}",
                                     lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
-            step_stop = _first_stop([cb.on_step_end(global_step) for cb in callbacks])
-            if step_stop is not None:
-                stop = step_stop
+            stop = _first_stop([cb.on_step_end(global_step) for cb in callbacks])
+            if stop is None and should_preempt():  # a flag read: cheap enough for every step
+                stop = Decision(True, StopReason.PREEMPTED,
+                                f"preempted at optimizer step {global_step} (epoch {epoch + 1}, "
+                                f"batch {tally.batches_done} of {n_batches}); resume continues "
+                                "from there")
+            if stop is not None:
                 break
         if device.type == "cuda":
             torch.cuda.synchronize()
-        epoch_time = time.perf_counter() - t0
-        samples_seen += epoch_samples
-        train_time += epoch_time
-        if stop is not None:  # non-finite loss or cancel mid-epoch: keep the last checkpoint
+        tally.time_s += time.perf_counter() - t0
+        samples_seen, train_time = samples_seen + tally.samples, train_time + tally.time_s
+        if stop is not None and stop.reason == StopReason.PREEMPTED:
+            # --- preempted: `last` at this exact step, published; no evaluation, best kept --
+            position = {"epoch": epoch + 1, "step": global_step,
+                        "batches_done_in_epoch": tally.batches_done,
+                        "batches_in_epoch": n_batches}
+            save_last(epoch, tally, is_best=False,
+                      meta={**position, "preempted": True, "metrics": None})
+            if publisher is not None:
+                publisher.publish(ckpt_dir / "last", epoch=epoch + 1, is_best=False,
+                                  step=global_step,
+                                  metrics={**position, "lr": float(scheduler.get_last_lr()[0])})
+        if stop is not None:  # preempted, non-finite loss or cancel mid-epoch
             break
 
         # --- evaluate, guard, report ------------------------------------------------------
@@ -251,11 +341,11 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
             eligible=not decision.stop and guard.healthy)
         record: dict[str, Any] = {
             "epoch": epoch + 1, "step": global_step,
-            "train_loss": float(loss_sum.item() / max(epoch_samples, 1)),
+            "train_loss": float(tally.loss_sum.item() / max(tally.samples, 1)),
             "val_loss": val.loss, **val.as_dict(),
             "lr": float(scheduler.get_last_lr()[0]),
-            "train_samples_per_s": epoch_samples / max(epoch_time, 1e-9),
-            "epoch_time_s": epoch_time, "warnings": decision.warnings,
+            "train_samples_per_s": tally.samples / max(tally.time_s, 1e-9),
+            "epoch_time_s": tally.time_s, "warnings": decision.warnings,
             "is_best": is_best, "collapse_streak": guard.consecutive,
         }
         record.pop("loss")
@@ -273,21 +363,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
                                    "prediction_distribution": val.pred_distribution})
 
         # --- checkpoint: last always, best only among epochs that passed the guard --------
-        state = {
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng": ckpt.rng_state(),
-            "epoch": epoch + 1, "global_step": global_step,
-            "callbacks": {guard.state_key: guard.state_dict(),
-                          stopper.state_key: stopper.state_dict(),
-                          **{cb.state_key: cb.state_dict() for cb in callbacks if cb.state_key},
-                          "publisher": publisher.state_dict() if publisher else {}},
-        }
-        meta = {"epoch": epoch + 1, "global_step": global_step, "metrics": record,
-                "best_metric": stopper.best, "best_epoch": stopper.best_epoch,
-                "selection_metric": config.selection_metric,
-                "class_weights": weights.tolist(), "label_counts": list(label_counts)}
-        ckpt.save_checkpoint(ckpt_dir / "last", model=model, tokenizer=tokenizer, state=state,
-                             meta=meta, train_config_json=config.to_json())
+        save_last(epoch, None, is_best=is_best, meta={"epoch": epoch + 1, "metrics": record})
         if is_best:
             ckpt.copy_checkpoint(ckpt_dir / "last", ckpt_dir / "best")
         if publisher is not None:
@@ -295,6 +371,11 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
                               metrics=record)
         stop = _first_stop([decision, early,
                             *[cb.on_epoch_end(epoch + 1, record) for cb in callbacks]])
+        if stop is None and epoch + 1 < config.epochs and should_preempt():
+            # Asked during the evaluation: this epoch's checkpoint is the resume point already.
+            stop = Decision(True, StopReason.PREEMPTED,
+                            f"preempted after epoch {epoch + 1} (optimizer step {global_step}); "
+                            "resume continues from there")
         if stop is not None:
             break
 
@@ -307,7 +388,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
                        len(history) + start_epoch, global_step, history=history,
                        train_samples_per_s=samples_seen / max(train_time, 1e-9))
     best_dir = ckpt_dir / "best"
-    if best_dir.is_dir():
+    if best_dir.is_dir() and outcome != StopReason.PREEMPTED:  # the resumed run does this
         ckpt.export_model_dir(best_dir, work_dir / "model")
         if test_loader is not None:
             load_model(model, str(best_dir / "model.safetensors"), device=str(device))

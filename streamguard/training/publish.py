@@ -3,6 +3,10 @@
 Each epoch's `last` folder is uploaded once to `<prefix>checkpoints/epoch-NNNN/` with a sha256
 manifest written after every file; only then do the `last.json` / `best.json` pointers move, so
 a reader never sees a half-uploaded checkpoint. Folders no pointer references are deleted.
+
+A preempted run's mid-epoch `last` goes to `epoch-NNNN-step-SSSSSS/` (NNNN the epoch in progress,
+SSSSSS the optimizer step), so every immutable folder name stays unique; its pointer carries
+`step` and moves `last` only.
 """
 
 from __future__ import annotations
@@ -33,9 +37,15 @@ class CheckpointPublisher:
         self.sink = sink
         self.pointers: dict[str, str] = {}  # "last" / "best" -> version key prefix
 
+    def version(self, epoch: int, step: int | None = None) -> str:
+        """The immutable folder of a checkpoint; `step` only for a mid-epoch one."""
+        folder = f"{self.prefix}checkpoints/epoch-{epoch:04d}"
+        return folder if step is None else f"{folder}-step-{step:06d}"
+
     def publish(self, local_dir: Path, *, epoch: int, is_best: bool,
-                metrics: dict[str, Any]) -> None:
-        version = f"{self.prefix}checkpoints/epoch-{epoch:04d}"
+                metrics: dict[str, Any], step: int | None = None) -> None:
+        """`step` is set for a mid-epoch checkpoint (then `epoch` is the epoch in progress)."""
+        version = self.version(epoch, step)
         manifest = publish_dir(self.store, local_dir, version)
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "model.tar.gz"
@@ -49,7 +59,7 @@ class CheckpointPublisher:
             payload = {"name": name, "epoch": epoch, "key_prefix": version,
                        "size_bytes": archive_info["size"], "sha256": archive_info["sha256"],
                        "archive_key": archive_info["key"], "manifest": manifest,
-                       "metrics": metrics}
+                       "metrics": metrics, **({} if step is None else {"step": step})}
             write_pointer(self.store, f"{self.prefix}checkpoints/{name}.json", payload)
             self.pointers[name] = version
             self.sink.event("checkpoint", payload)
@@ -60,6 +70,13 @@ class CheckpointPublisher:
 
     def state_dict(self) -> dict[str, Any]:
         return {"pointers": dict(self.pointers)}
+
+    def state_after(self, *, epoch: int, is_best: bool, step: int | None = None) -> dict[str, Any]:
+        """The state once this checkpoint is published. The checkpoint saves this one, so a
+        run resumed from it knows its own folder (and deletes it once nothing points there)."""
+        version = self.version(epoch, step)
+        moved = dict.fromkeys(("last", "best") if is_best else ("last",), version)
+        return {"pointers": {**self.pointers, **moved}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pointers = dict(state.get("pointers", {}))

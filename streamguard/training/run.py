@@ -1,7 +1,7 @@
 """One training run from files: validate data, build or resume the model, train, evaluate.
 
 This is what both `streamguard train` and the Celery worker call; they differ only in the sink,
-the artifact store and the cancel callable they pass in.
+the artifact store and the cancel and preempt callables they pass in.
 """
 
 from __future__ import annotations
@@ -63,11 +63,15 @@ def run(config: TrainConfig, *, train_path: str | Path, val_path: str | Path,
         resume: bool = True, device: str | None = None, progress: bool = False,
         callbacks: Sequence[Callback] = (),
         scheduler_factory: SchedulerFactory = build_scheduler,
-        base_model: Path | None = None) -> RunResult:
+        base_model: Path | None = None,
+        should_preempt: Callable[[], bool] | None = None) -> RunResult:
     """Validate, build, train. Raises DataError/InvalidTrainConfig before any training step.
 
     `base_model` is a local model folder to start from instead of `config.model` (the worker
     passes an earlier job's checkpoint for `job:<id>` models); a resume checkpoint wins.
+    `should_preempt` is read after every optimizer step (a flag a SIGTERM handler sets): when it
+    returns True the run saves and publishes `last` at that step and ends PREEMPTED; running
+    again with the same `work_dir` (or store prefix) continues from that exact step.
     """
     work_dir = Path(work_dir)
     dev = pick_device(config, device)
@@ -110,4 +114,4 @@ def run(config: TrainConfig, *, train_path: str | Path, val_path: str | Path,
         test_loader=loader(test_ex, shuffle=False, batch=eval_batch) if test_ex else None,
         label_counts=counts, work_dir=work_dir, device=dev, sink=sink, store=store,
         store_prefix=store_prefix, callbacks=all_callbacks, resume_state=resume_state,
-        scheduler_factory=scheduler_factory, progress=progress)
+        scheduler_factory=scheduler_factory, progress=progress, should_preempt=should_preempt)
