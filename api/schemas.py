@@ -269,6 +269,7 @@ class WarningPayload(BaseModel):
 class CheckpointPayload(BaseModel):
     name: Literal["best", "last"]
     epoch: int
+    step: int | None = Field(None, description="Set for a mid-epoch `last` (see CheckpointRead).")
     size_bytes: int
     sha256: str
 
@@ -321,10 +322,14 @@ class JobEventPage(BaseModel):
 
 class CheckpointRead(BaseModel):
     name: Literal["best", "last"]
-    epoch: int
+    epoch: int = Field(description="The epoch it was saved in (the last completed one for an "
+                                    "end-of-epoch checkpoint).")
+    step: int | None = Field(None, description="Set for a mid-epoch `last` (a worker shutting "
+                                               "down saves one): the optimizer step it holds.")
     size_bytes: int = Field(description="Size of the model archive (.tar.gz).")
     sha256: str = Field(description="sha256 of the model archive.")
-    metrics: EpochMetrics
+    metrics: EpochMetrics | None = Field(description="The epoch's validation record; null for "
+                                                     "a mid-epoch checkpoint (not evaluated).")
     updated_at: datetime
 
 

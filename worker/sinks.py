@@ -151,7 +151,8 @@ class DbMetricSink:
                 size_bytes=int(payload["size_bytes"]),
                 # The row keeps the pointer payload's archive key and sha256 (the API lists them).
                 manifest={**payload["manifest"], "archive_key": payload["archive_key"],
-                          "sha256": payload["sha256"]},
+                          "sha256": payload["sha256"],
+                          **({"step": payload["step"]} if "step" in payload else {})},
                 metrics=payload.get("metrics", {}))
 
         self._write(kind, payload, fenced)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -34,9 +35,14 @@ def list_checkpoints(*, session: Session, job: Job) -> CheckpointList:
     rows = metrics_repo.list_checkpoints(session=session, job_id=job.id)
     return CheckpointList(items=[CheckpointRead(
         name=row.name,  # type: ignore[arg-type]  # "best" | "last": the worker writes no other
-        epoch=row.epoch, size_bytes=row.size_bytes,
-        sha256=row.manifest["sha256"], metrics=EpochMetrics.from_record(row.metrics),
+        epoch=row.epoch, step=row.manifest.get("step"), size_bytes=row.size_bytes,
+        sha256=row.manifest["sha256"], metrics=_evaluated(row.metrics),
         updated_at=row.updated_at) for row in rows])
+
+
+def _evaluated(record: dict[str, Any]) -> EpochMetrics | None:
+    """The epoch record of an end-of-epoch checkpoint; None for a mid-epoch one."""
+    return None if "batches_done_in_epoch" in record else EpochMetrics.from_record(record)
 
 
 def locate_archive(*, session: Session, store: ArtifactStore, settings: Settings, job: Job,
