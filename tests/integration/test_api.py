@@ -460,7 +460,7 @@ def test_checkpoints_list_and_local_download(api: ApiHarness) -> None:
     archive = publish_checkpoint(api, job_id)
     listed = api.client.get(f"/v1/jobs/{job_id}/checkpoints", headers=api.auth()).json()
     assert listed["items"][0] | {"updated_at": None} == {
-        "name": "best", "epoch": 1, "size_bytes": len(archive), "sha256": "ab" * 32,
+        "name": "best", "epoch": 1, "step": None, "size_bytes": len(archive), "sha256": "ab" * 32,
         "metrics": listed["items"][0]["metrics"], "updated_at": None}
     assert listed["items"][0]["metrics"]["f1"] == 0.61
     response = api.client.get(f"/v1/jobs/{job_id}/checkpoints/best/download",
