@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -40,6 +41,8 @@ DEMO_CONFIG: dict[str, Any] = {"model": "tiny", "max_seq_len": 128, "tokenizer_v
                                "batch_size": 16, "lr": 1e-3, "early_stopping_patience": 0}
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
+#: A worker that exits this often within a minute is crash-looping: `up` stops restarting it.
+WORKER_RESTARTS_PER_MINUTE = 5
 
 
 def say(text: str = "") -> None:
@@ -129,6 +132,10 @@ class Services:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
         self._files: list[IO[bytes]] = []
+        self._stopping = threading.Event()
+        self._restart_lock = threading.Lock()
+        self._supervised = False
+        self.worker_failure: str | None = None  # set when the supervisor gave up
 
     @property
     def base_url(self) -> str:
@@ -151,10 +158,47 @@ class Services:
             self.procs[name] = subprocess.Popen(cmd, env=env, stdout=log_file,
                                                 stderr=subprocess.STDOUT,
                                                 start_new_session=True)
+        self._worker_cmd, self._env = commands["worker"], env
+
+    def supervise_worker(self) -> None:
+        """Restart the worker whenever it exits (killed, out of memory, a crash) until `stop()`.
+
+        Runs in a daemon thread once the services are up. The job the dead worker ran keeps its
+        lease until that lapses; then the new worker's sweeper re-queues it and it resumes from
+        its `last` checkpoint. A worker that exits WORKER_RESTARTS_PER_MINUTE times in a minute
+        is left down, and `check_alive` reports it.
+        """
+        self._supervised, exits = True, list[float]()
+        while not self._stopping.wait(0.5):
+            proc = self.procs["worker"]
+            if proc.poll() is None:
+                continue
+            now = time.monotonic()
+            exits = [t for t in exits if now - t < 60.0] + [now]
+            if len(exits) >= WORKER_RESTARTS_PER_MINUTE:
+                self.worker_failure = (f"the worker exited {len(exits)} times within a minute "
+                                       f"(last exit code {proc.returncode}); see "
+                                       f"{self.logs['worker']}")
+                return
+            say(f"worker  exited with code {proc.returncode}; restarting it "
+                f"(its job resumes from its last checkpoint once its lease lapses)")
+            with self._restart_lock:  # never a new worker once stop() began
+                if self._stopping.is_set():
+                    return
+                log_file = self.logs["worker"].open("ab")
+                self._files.append(log_file)
+                self.procs["worker"] = subprocess.Popen(
+                    self._worker_cmd, env=self._env, stdout=log_file,
+                    stderr=subprocess.STDOUT, start_new_session=True)
 
     def check_alive(self) -> None:
-        """Raise RuntimeError naming a child that exited, with the end of its log."""
-        for name, proc in self.procs.items():
+        """Raise RuntimeError naming a child that exited, with the end of its log (a supervised
+        worker only once the supervisor gave up on it)."""
+        if self.worker_failure:
+            raise RuntimeError(self.worker_failure + refusal_note(self.logs["worker"]))
+        for name, proc in list(self.procs.items()):
+            if name == "worker" and self._supervised:
+                continue
             if proc.poll() is not None:
                 tail = self.logs[name].read_text(errors="replace").splitlines()[-20:]
                 raise RuntimeError(f"the {name} process exited with code {proc.returncode}"
@@ -179,6 +223,8 @@ class Services:
                            f"{timeout_s:.0f} s ({last}); see {self.logs['api']}")
 
     def stop(self) -> None:
+        with self._restart_lock:
+            self._stopping.set()  # no restarts from here on
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -187,8 +233,9 @@ class Services:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                # Celery's warm shutdown waits for the running job; its lease then lapses and
-                # the next `up` resumes it from the last checkpoint.
+                # Celery's warm shutdown preempts the running job at its next step (`last`
+                # published, job re-queued); if that did not finish, its lease lapses and the
+                # next `up` resumes it from the last checkpoint.
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         for log_file in self._files:
@@ -233,6 +280,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         try:
             services.start(env, settings.worker.queue)
             services.wait_ready()
+            threading.Thread(target=services.supervise_worker, name="supervisor",
+                             daemon=True).start()
             say(f"API     {services.base_url}  (docs: {services.base_url}/docs)")
             say(f"logs    {services.logs['api']}, {services.logs['worker']}")
             say(f"API key for tenant 'dev': {key}")

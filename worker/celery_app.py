@@ -3,10 +3,12 @@
     celery -A worker.celery_app:app worker --pool=solo --concurrency=1 -Q gpu --loglevel=INFO
 
 One process per GPU (`--concurrency=1`), one reserved task at a time (`prefetch_multiplier=1`),
-and late acks: a worker that dies mid-job leaves the message unacknowledged, so the broker
-redelivers it and the next worker reclaims the job's lease and resumes from the `last`
-checkpoint. The database lease (with fencing) is the real guard against a job running twice;
-on Redis the visibility timeout is set above the longest job (see `Settings`).
+and late acks. Recovery does not rely on the broker redelivering a dead worker's message (Redis
+waits for the visibility timeout, the filesystem broker never does): every worker runs a
+sweeper (`worker.sweeper`) that re-queues jobs whose lease expired, and the next worker reclaims
+the job and resumes from the `last` checkpoint. The database lease (with fencing) is the real
+guard against a job running twice. SIGTERM (warm shutdown) preempts the running job at its next
+optimizer step and puts it back in the queue.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from celery import Celery
 
 from streamguard.contract import celery_config
 from streamguard.settings import get_settings
+from worker import sweeper
 
 settings = get_settings()
 settings.ensure_dirs()  # the filesystem broker needs its folders before the first poll
@@ -30,4 +33,5 @@ app.conf.update(
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
 )
+sweeper.install(app)  # the orphan sweeper on worker_ready; SIGTERM preempts the running job
 import worker.preflight  # noqa: F401,E402 - refuse to start misconfigured (worker_init)

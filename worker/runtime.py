@@ -1,9 +1,13 @@
-"""What the train_job task needs around `streamguard.training.run`: claiming, heartbeats,
-dataset files, cancellation and the final status. Keeps `worker/tasks.py` a thin adapter.
+"""What the train_job task needs around `streamguard.training.run`: claiming, heartbeats (which
+also count the job's running time), dataset files, cancellation, runtime limits, preemption and
+the final status. Keeps `worker/tasks.py` a thin adapter.
 
-Redelivery (a worker died, the broker hands the message to another one) is the normal path:
-`claim_job` refuses a job whose lease is still live and reclaims one whose lease expired with a
-new fencing token; `run()` then resumes from the store's `checkpoints/last.json`.
+Redelivery (a worker died; the sweeper or the broker sends the task again) is the normal path:
+`claim_job` reclaims a job whose lease expired with a new fencing token, and `run()` resumes from
+the store's `checkpoints/last.json`. A delivery that finds another worker's lease live is not
+dropped: `defer` sends it again for when that lease runs out. On the worker's SIGTERM
+(`SHUTTING_DOWN`) the run stops after its current optimizer step, publishes `last` there, and
+`release` puts the job back in the queue.
 """
 
 from __future__ import annotations
@@ -13,20 +17,30 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from streamguard import contract
 from streamguard.contract import DatasetIdRef, JobSpec, JobStatus
 from streamguard.db import Job, make_engine, make_session_factory
 from streamguard.db.datasets import get_dataset_or_raise
-from streamguard.db.jobs import claim_job, finish_job, get_job_or_raise, heartbeat
+from streamguard.db.jobs import (
+    claim_job,
+    finish_job,
+    get_job,
+    get_job_or_raise,
+    heartbeat,
+    release_job,
+)
 from streamguard.db.models import utcnow
 from streamguard.errors import StreamGuardError
 from streamguard.manifest import fetch_dir, read_pointer
@@ -34,6 +48,13 @@ from streamguard.storage import ArtifactStore
 from streamguard.training import RunResult, StopReason
 
 log = logging.getLogger("streamguard.worker")
+
+#: Set by the worker's warm shutdown (SIGTERM, `docker stop`): the running job stops after its
+#: current optimizer step, publishes `last` there and goes back to the queue.
+SHUTTING_DOWN = threading.Event()
+#: PREEMPTED is the training core's; None only while a core without preemption is installed.
+PREEMPTED = getattr(StopReason, "PREEMPTED", None)
+
 
 @lru_cache
 def session_factory(db_url: str) -> sessionmaker[Session]:
@@ -51,32 +72,86 @@ class Claim:
     token: int
     tenant_id: str
     spec: dict[str, Any]
-    started_at: datetime
+    run_time_s: float  # running time of the earlier attempts (the runtime limit counts it)
 
 
-def claim(factory: sessionmaker[Session], *, job_id: str, owner: str, lease_s: int) -> Claim | None:
+def claim(factory: sessionmaker[Session], *, job_id: str, owner: str, lease_s: int,
+          max_attempts: int) -> Claim | None:
     """Take the job's lease (committed), or None when it is finished, cancelled or leased."""
     with factory() as session, session.begin():
-        token = claim_job(session=session, job_id=job_id, worker_id=owner, lease_s=lease_s)
+        token = claim_job(session=session, job_id=job_id, worker_id=owner, lease_s=lease_s,
+                          max_attempts=max_attempts)
         if token is None:
             return None
         job = get_job_or_raise(session=session, job_id=job_id)
-        return Claim(token, job.tenant_id, dict(job.spec), job.started_at or utcnow())
+        return Claim(token, job.tenant_id, dict(job.spec), float(job.run_time_s or 0.0))
+
+
+Enqueue = Callable[..., None]
+
+
+def make_enqueue(app: Celery, queue: str) -> Enqueue:
+    """`enqueue(job_id, countdown=None)`: send the contract's TRAIN_TASK for the job again."""
+    def enqueue(job_id: str, countdown: float | None = None) -> None:
+        app.send_task(contract.TRAIN_TASK, args=[job_id], queue=queue, countdown=countdown)
+    return enqueue
+
+
+def claim_or_defer(factory: sessionmaker[Session], *, job_id: str, owner: str, lease_s: int,
+                   max_attempts: int, enqueue: Enqueue, retry_s: float) -> Claim | None:
+    """`claim`, or None after making sure the delivery is not lost: a live lease elsewhere is
+    checked again when it ends (`defer`); a database that does not answer, in `retry_s`."""
+    try:
+        taken = claim(factory, job_id=job_id, owner=owner, lease_s=lease_s,
+                      max_attempts=max_attempts)
+    except (DBAPIError, SATimeoutError) as exc:  # the job stays as it was: try again soon
+        log.warning("job %s: the database did not answer (%s); retrying in %.0f s", job_id,
+                    type(exc).__name__, retry_s)
+        enqueue(job_id, countdown=retry_s)
+        return None
+    if taken is None:
+        defer(factory, job_id=job_id, enqueue=enqueue)
+    return taken
+
+
+def defer(factory: sessionmaker[Session], *, job_id: str, enqueue: Enqueue) -> None:
+    """A delivery that could not claim the job: if another worker's lease is live, send the task
+    again for when that lease runs out (it is checked then); a finished job needs nothing."""
+    with factory() as session:
+        job = get_job(session=session, job_id=job_id)
+    now = utcnow()
+    if job is None or job.status != JobStatus.RUNNING or job.lease_expires_at is None:
+        log.info("job %s: %s; nothing to do for this delivery", job_id,
+                 "not found" if job is None else job.status)
+        return
+    countdown = max(1.0, (job.lease_expires_at - now).total_seconds() + 1.0)
+    enqueue(job_id, countdown=countdown)
+    log.info("job %s: leased by another worker; checking again in %.0f s", job_id, countdown)
 
 
 def finish(factory: sessionmaker[Session], *, job_id: str, token: int, status: JobStatus,
-           message: str, **extra: Any) -> None:
+           message: str, run_time_s: float, **extra: Any) -> None:
     """Fenced move to a terminal status; `transition` also records the `status` event."""
     with factory() as session, session.begin():
         finish_job(session=session, job_id=job_id, token=token, status=status, message=message,
-                   **extra)
+                   run_time_s=run_time_s, **extra)
+
+
+def release(factory: sessionmaker[Session], *, job_id: str, token: int, run_time_s: float,
+            enqueue: Enqueue) -> None:
+    """Fenced move back to `queued` after a preemption, with the task sent again."""
+    with factory() as session, session.begin():
+        release_job(session=session, job_id=job_id, token=token, run_time_s=run_time_s,
+                    enqueue=enqueue)
 
 
 class Heartbeat:
     """A daemon thread renewing the lease every `interval_s` with its own sessions.
 
-    It remembers the last `cancel_requested` seen and sets `lost` when the lease is gone (the
-    token went stale or the job left `running`); then it stops beating.
+    Each beat adds the running time since the last successful one to the job's `run_time_s`
+    (what was not credited yet is `pending_s()`, passed on at finish or release). It remembers
+    the last `cancel_requested` seen and sets `lost` when the lease is gone (the token went
+    stale or the job left `running`); then it stops beating.
     """
 
     def __init__(self, factory: sessionmaker[Session], *, job_id: str, token: int,
@@ -85,6 +160,8 @@ class Heartbeat:
         self.lease_s, self.interval_s = lease_s, interval_s
         self.cancel_requested = False
         self.lost = False
+        self._credited_at = time.monotonic()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}",
                                         daemon=True)
@@ -97,14 +174,23 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def pending_s(self) -> float:
+        """Running time not yet added to the job's `run_time_s`."""
+        return time.monotonic() - self._credited_at
+
     def beat(self) -> None:
-        try:
-            with self.factory() as session, session.begin():
-                result = heartbeat(session=session, job_id=self.job_id, token=self.token,
-                                   lease_s=self.lease_s)
-        except Exception as exc:  # noqa: BLE001 - a DB blip: try again next beat
-            log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
-            return
+        with self._lock:
+            now = time.monotonic()
+            try:
+                with self.factory() as session, session.begin():
+                    result = heartbeat(session=session, job_id=self.job_id, token=self.token,
+                                       lease_s=self.lease_s,
+                                       run_time_s=now - self._credited_at)
+            except Exception as exc:  # noqa: BLE001 - a DB blip: try again next beat
+                log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
+                return
+            if result.ok:
+                self._credited_at = now
         self.cancel_requested = result.cancel_requested
         if not result.ok:
             log.warning("job %s: lease lost (token %s); stopping", self.job_id, self.token)
@@ -119,14 +205,17 @@ class Heartbeat:
 class Canceller:
     """The `should_cancel` callable: a cancel request, a lost lease, or the runtime limit.
 
-    Reads `cancel_requested` from the database at most every `poll_s` (the loop asks every few
-    optimizer steps) besides the heartbeat's copy; `reason` says why it said yes.
+    The limit counts running time: `run_time_s` of the earlier attempts plus this attempt's,
+    never time spent queued or with no worker. Reads `cancel_requested` from the database at
+    most every `poll_s` besides the heartbeat's copy; `status` and `reason` say why it said yes.
     """
 
     def __init__(self, factory: sessionmaker[Session], *, job_id: str, heartbeat: Heartbeat,
-                 started_at: datetime, max_runtime_s: int, poll_s: float = 2.0) -> None:
+                 run_time_s: float, max_runtime_s: int, poll_s: float = 2.0) -> None:
         self.factory, self.job_id, self.heartbeat = factory, job_id, heartbeat
-        self.started_at, self.max_runtime_s, self.poll_s = started_at, max_runtime_s, poll_s
+        self.max_runtime_s, self.poll_s = max_runtime_s, poll_s
+        self._run_time_before, self._t0 = run_time_s, time.monotonic()
+        self.status = JobStatus.CANCELLED
         self.reason: str | None = None
         self._next_poll = 0.0
 
@@ -141,15 +230,22 @@ class Canceller:
         return False
 
     def __call__(self) -> bool:
-        elapsed = (utcnow() - self.started_at).total_seconds()
+        running = self._run_time_before + time.monotonic() - self._t0
         if self.heartbeat.lost:
             self.reason = "lease lost to another worker"
-        elif elapsed > self.max_runtime_s:
-            self.reason = (f"stopped after {elapsed:.0f} s: the job's runtime limit is "
-                           f"{self.max_runtime_s} s (max_runtime_s)")
+        elif running > self.max_runtime_s:
+            self.status = JobStatus.TIMED_OUT
+            self.reason = (f"stopped after {running:.0f} s of running time: the job's runtime "
+                           f"limit is {self.max_runtime_s} s (max_runtime_s)")
         elif self._requested():
             self.reason = "cancelled on request"
         return self.reason is not None
+
+
+def should_preempt(heartbeat: Heartbeat) -> Callable[[], bool]:
+    """The `should_preempt` callable: the worker is shutting down and the lease is still ours
+    (a worker that lost its lease must not publish a checkpoint: it is cancelled instead)."""
+    return lambda: SHUTTING_DOWN.is_set() and not heartbeat.lost
 
 
 @dataclass(frozen=True)
@@ -218,7 +314,8 @@ OUTCOME_STATUS = {
 
 
 def outcome_status(result: RunResult, canceller: Canceller) -> tuple[JobStatus, str]:
-    """The job status and message for a run's outcome."""
+    """The terminal job status and message for a run's outcome (not PREEMPTED: that one goes
+    back to the queue). A cancel by the runtime limit is `timed_out`."""
     if result.outcome == StopReason.CANCELLED and canceller.reason:
-        return JobStatus.CANCELLED, canceller.reason
+        return canceller.status, canceller.reason
     return OUTCOME_STATUS[result.outcome], result.message

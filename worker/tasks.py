@@ -1,6 +1,7 @@
 """Celery tasks. `train_job` is a thin adapter: claim, build collaborators, run, record.
 
-The training itself is `streamguard.training.run`; the helpers are in `worker.runtime`.
+The training itself is `streamguard.training.run`; the helpers are in `worker.runtime`, the
+sweeper that re-queues jobs of lost workers in `worker.sweeper`.
 """
 
 from __future__ import annotations
@@ -26,25 +27,35 @@ log = logging.getLogger("streamguard.worker")
 
 @app.task(bind=True, name=TRAIN_TASK)
 def train_job(self: Task, job_id: str) -> str | None:
-    """Train job `job_id`; returns its final status, or None when this worker did not own it."""
+    """Train job `job_id`; returns the status it left the job in (`queued` when preempted), or
+    None when this worker did not own it."""
     settings = get_settings()
     factory = runtime.session_factory(settings.db.url)
-    claim = runtime.claim(factory, job_id=job_id, owner=runtime.worker_id(self.request.hostname),
-                          lease_s=settings.worker.lease_s)
-    if claim is None:  # finished, cancelled before start, or another worker's lease is live
-        log.info("job %s: not claimable; skipping this delivery", job_id)
+    enqueue = runtime.make_enqueue(app, settings.worker.queue)
+    if runtime.SHUTTING_DOWN.is_set():  # a delivery to a worker on its way out: pass it on
+        enqueue(job_id)
         return None
-    token, work_dir = claim.token, settings.worker.work_dir / job_id
+    claim = runtime.claim_or_defer(
+        factory, job_id=job_id, owner=runtime.worker_id(self.request.hostname),
+        lease_s=settings.worker.lease_s, max_attempts=settings.worker.max_attempts,
+        enqueue=enqueue, retry_s=settings.worker.sweep_interval_s)
+    if claim is None:  # finished, cancelled, or leased elsewhere (sent again for later)
+        return None
+    token = claim.token
+    # A folder per attempt: the store's `last` is the resume point, never another process's
+    # leftovers (a killed worker's half-written files, a stopped one that may still write).
+    work_dir = settings.worker.work_dir / job_id / f"attempt-{token}"
     store = store_from_uri(settings.storage.uri, endpoint_url=settings.storage.s3_endpoint_url)
     sink = DbMetricSink(factory, job_id, token, make_publisher(settings.redis.url))
     hb = runtime.Heartbeat(factory, job_id=job_id, token=token, lease_s=settings.worker.lease_s,
                            interval_s=settings.worker.heartbeat_s)
+    status: JobStatus | None = None  # None: preempted, back to the queue
     with hb:
         try:
             spec = contract.load_job_spec(claim.spec)  # the one validation on this side
             limit = settings.worker.max_job_runtime_s
             cancel = runtime.Canceller(factory, job_id=job_id, heartbeat=hb,
-                                       started_at=claim.started_at,
+                                       run_time_s=claim.run_time_s,
                                        max_runtime_s=min(spec.max_runtime_s or limit, limit))
             data = runtime.fetch_datasets(factory, store, tenant_id=claim.tenant_id, spec=spec,
                                           data_dir=work_dir / "data")
@@ -53,13 +64,16 @@ def train_job(self: Task, job_id: str) -> str | None:
             result = run(spec.config, train_path=data.train, val_path=data.val,
                          test_path=data.test, work_dir=work_dir, sink=sink, store=store,
                          store_prefix=contract.job_prefix(claim.tenant_id, job_id),
-                         should_cancel=cancel, base_model=base)
-            status, message = runtime.outcome_status(result, cancel)
+                         should_cancel=cancel, should_preempt=runtime.should_preempt(hb),
+                         base_model=base)
+            if result.outcome != runtime.PREEMPTED:
+                status, message = runtime.outcome_status(result, cancel)
             test = result.test_metrics  # the best checkpoint's, so it names that epoch
             extra = {"best_epoch": result.best_epoch, "best_metric": result.best_metric,
                      "test_metrics": {"best_epoch": result.best_epoch, **test} if test else None}
         except StaleLease as exc:
-            log.warning("job %s: %s", job_id, exc)
+            log.warning("job %s: %s; abandoning this attempt", job_id, exc)
+            shutil.rmtree(work_dir, ignore_errors=True)
             return None
         except StreamGuardError as exc:  # bad data or config: the user's to fix, no retry
             status, extra = JobStatus.FAILED, {}
@@ -70,11 +84,19 @@ def train_job(self: Task, job_id: str) -> str | None:
             message = (f"internal error in the worker ({type(exc).__name__}); the operators' "
                        f"log has the details under job {job_id}")
     try:
+        if status is None:
+            runtime.release(factory, job_id=job_id, token=token, run_time_s=hb.pending_s(),
+                            enqueue=enqueue)
+            log.info("job %s: preempted (%s); back in the queue", job_id, result.message)
+            shutil.rmtree(work_dir, ignore_errors=True)  # `last` is in the store
+            return JobStatus.QUEUED.value
         runtime.finish(factory, job_id=job_id, token=token, status=status, message=message,
-                       **extra)
+                       run_time_s=hb.pending_s(), **extra)
     except StaleLease as exc:
-        log.warning("job %s: finished as %s but %s", job_id, status, exc)
+        log.warning("job %s: ended as %s but %s; abandoning this attempt", job_id,
+                    status or "preempted", exc)
+        shutil.rmtree(work_dir, ignore_errors=True)
         return None
-    shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints and the model are in the store
+    shutil.rmtree(work_dir.parent, ignore_errors=True)  # checkpoints and model are in the store
     log.info("job %s: %s: %s", job_id, status, message)
     return status.value

@@ -229,7 +229,8 @@ def submit_job(*, session: Session, store: ArtifactStore, settings: Settings, te
 
 
 def cancel_job(*, session: Session, job: Job) -> Job:
-    """Queued: cancelled at once. Running: cancel_requested (the worker stops after its step).
+    """Queued, or running with its worker gone (lease expired): cancelled at once. Running:
+    cancel_requested (the worker stops after its current step).
 
     Raises:
         JobStateConflict: the job already finished (the message names its status).
@@ -273,10 +274,17 @@ def list_metrics(*, session: Session, job: Job, offset: int, limit: int) -> Epoc
 # --- helpers -----------------------------------------------------------------------------------
 
 def eta_seconds(job: Job, now: datetime) -> float | None:
-    """Time per completed epoch so far times the epochs left; None unless running with data."""
-    if job.status != JobStatus.RUNNING or not job.started_at or job.current_epoch <= 0:
+    """Running time per completed epoch times the epochs left; None unless a worker is running
+    the job right now (status running, lease live) and an epoch has finished.
+
+    Running time is what the workers accumulated (`run_time_s`, over every attempt) plus the
+    time since the current worker's last heartbeat, so waiting in the queue never counts.
+    """
+    live = job.lease_expires_at is not None and job.lease_expires_at > now
+    if job.status != JobStatus.RUNNING or not live or job.current_epoch <= 0:
         return None
-    per_epoch = (now - job.started_at).total_seconds() / job.current_epoch
+    since_beat = (now - job.heartbeat_at).total_seconds() if job.heartbeat_at else 0.0
+    per_epoch = (job.run_time_s + max(0.0, since_beat)) / job.current_epoch
     return round(max(0.0, per_epoch * (job.total_epochs - job.current_epoch)), 1)
 
 

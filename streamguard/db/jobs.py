@@ -3,14 +3,17 @@
 State machine (every change is a `job_transitions` row plus a `status` event)::
 
     queued  -> running | cancelled | failed
-    running -> running (a lease taken over) | completed | early_stopped | collapsed
-               | non_finite_loss | cancelled | failed
+    running -> running (a lease taken over) | queued (preempted, or re-queued by the sweeper)
+               | completed | early_stopped | collapsed | non_finite_loss | cancelled
+               | timed_out | failed
     terminal -> (nothing)
 
 Workers own a job through a lease. `claim_job` bumps `fencing_token`; every worker write passes
 the token and goes through `assert_fresh`, so a worker whose lease was taken over (a broker
 redelivery, a GC pause past the lease) fails with `StaleLease` instead of overwriting the new
-owner's progress. All functions take keyword arguments and leave committing to the caller.
+owner's progress. A job whose lease expired is an orphan: `find_orphans` lists them and
+`requeue_orphan` re-queues one (or fails it once `max_attempts` workers were lost on it).
+All functions take keyword arguments and leave committing to the caller.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,13 +42,23 @@ from streamguard.db.models import (
     UtcDateTime,
     utcnow,
 )
+from streamguard.db.session import dialect_name
 from streamguard.errors import JobNotFound, JobStateConflict, StreamGuardError
 
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
-    JobStatus.RUNNING: TERMINAL_STATUSES,
+    # running -> queued: preempted (the worker shut down) or re-queued after its worker was lost
+    JobStatus.RUNNING: TERMINAL_STATUSES | {JobStatus.QUEUED},
     **{status: frozenset() for status in TERMINAL_STATUSES},
 }
+
+#: Every transition that ends an attempt whose worker was lost starts with this; counting them
+#: is how many attempts were lost (preempted attempts do not count against `max_attempts`).
+LEASE_EXPIRED = "lease expired"
+PREEMPTED = "preempted: worker shutting down"
+
+#: Sends the job's TRAIN_TASK again (the worker passes it in: this layer knows no broker).
+Enqueue = Callable[[str], None]
 
 
 class StaleLease(StreamGuardError):
@@ -234,8 +247,9 @@ def transition(*, session: Session, job: Job, to_status: JobStatus | str, reason
     return job
 
 
-def request_cancel(*, session: Session, job: Job) -> Job:
-    """Cancel a queued job at once; flag a running one (its worker stops at the next check).
+def request_cancel(*, session: Session, job: Job, now: datetime | None = None) -> Job:
+    """Cancel a queued job at once, and a running one whose worker is gone (lease expired); flag
+    a running one with a live lease (its worker stops at the next check).
 
     Raises:
         JobStateConflict: the job already finished.
@@ -247,10 +261,14 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise JobStateConflict(f"job {job.id} is {job.status}; only queued or running jobs can "
                                "be cancelled", field="status")
+    reason = None
     if job.status == JobStatus.QUEUED:
+        reason = "cancelled before start"
+    elif _orphaned(job, now or utcnow()):  # nobody would ever see the flag
+        reason = "cancelled on request; no worker was running it (its lease had expired)"
+    if reason is not None:
         try:
-            transition(session=session, job=job, to_status=JobStatus.CANCELLED,
-                       reason="cancelled before start")
+            transition(session=session, job=job, to_status=JobStatus.CANCELLED, reason=reason)
         except JobStateConflict:
             pass  # a worker claimed it meanwhile; it sees cancel_requested and stops
     return job
@@ -258,14 +276,128 @@ def request_cancel(*, session: Session, job: Job) -> Job:
 
 # --- leases and fencing ----------------------------------------------------------------------
 
+def _lock_job(session: Session, job_id: str, *, skip_locked: bool = False) -> bool:
+    """Hold the job's row (PostgreSQL: FOR UPDATE) or the database's write lock (SQLite) until
+    the caller commits, so what is read next is the latest committed state and stays so.
+    False when there is no such job, or (`skip_locked`, PostgreSQL) another transaction holds
+    the row.
+
+    On PostgreSQL this also waits for a transaction that is re-queueing the job right now
+    (its UPDATE would otherwise be invisible to ours, and the claim would see a live lease).
+    SQLite takes its write lock with a no-op UPDATE *first*: a read before the first write
+    would pin a snapshot that the write then refuses ("database is locked") if another
+    writer committed in between.
+    """
+    if dialect_name(session) == "sqlite":
+        result = session.execute(sa.update(Job).where(Job.id == job_id)
+                                 .values(fencing_token=Job.fencing_token),
+                                 execution_options={"synchronize_session": False})
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+    return session.execute(sa.select(Job.id).where(Job.id == job_id)
+                           .with_for_update(skip_locked=skip_locked)).first() is not None
+
+
+def _load_locked(session: Session, job_id: str, *, skip_locked: bool = False) -> Job | None:
+    if not _lock_job(session, job_id, skip_locked=skip_locked):
+        return None
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def _orphaned(job: Job, now: datetime) -> bool:
+    """Running with no live lease: its worker died, hung, or lost the database."""
+    return job.status == JobStatus.RUNNING and (job.lease_expires_at is None
+                                                or job.lease_expires_at < now)
+
+
+def lost_attempts(*, session: Session, job_id: str) -> int:
+    """Attempts of the job that ended with their worker lost (lease expired)."""
+    return int(session.scalar(
+        sa.select(sa.func.count()).select_from(JobTransition).where(
+            JobTransition.job_id == job_id,
+            JobTransition.from_status == JobStatus.RUNNING.value,
+            JobTransition.reason.startswith(LEASE_EXPIRED))) or 0)
+
+
+def _settle_orphan(session: Session, job: Job, *, max_attempts: int | None,
+                   requeue: bool) -> JobStatus | None:
+    """End an orphan that must not run again: cancelled (asked for) or failed (attempts used
+    up). Otherwise, with `requeue`, move it back to `queued`. Returns the new status or None."""
+    if job.cancel_requested:
+        transition(session=session, job=job, to_status=JobStatus.CANCELLED,
+                   reason="cancelled on request; its worker was lost before it could stop")
+        return JobStatus.CANCELLED
+    lost = lost_attempts(session=session, job_id=job.id) + 1  # this attempt's worker too
+    if max_attempts is not None and lost >= max_attempts:
+        transition(session=session, job=job, to_status=JobStatus.FAILED, reason=(
+            f"failed after {job.attempts} attempt(s): the worker running it was lost {lost} "
+            f"time(s) (worker.max_attempts = {max_attempts}); the job may be crashing its "
+            "worker (out of memory, a device fault): see the workers' logs"))
+        return JobStatus.FAILED
+    if not requeue:
+        return None
+    transition(session=session, job=job, to_status=JobStatus.QUEUED, reason=(
+        f"{LEASE_EXPIRED}: the worker of attempt {job.attempts} stopped heartbeating; "
+        "re-queued"))
+    return JobStatus.QUEUED
+
+
+def find_orphans(*, session: Session, now: datetime | None = None,
+                 limit: int = 100) -> list[str]:
+    """Ids of running jobs whose lease expired (claimed and never heartbeated, too), oldest
+    expiry first."""
+    now = now or utcnow()
+    return list(session.scalars(
+        sa.select(Job.id).where(Job.status == JobStatus.RUNNING.value,
+                                sa.or_(Job.lease_expires_at.is_(None),
+                                       Job.lease_expires_at < now))
+        .order_by(Job.lease_expires_at).limit(limit)))
+
+
+def requeue_orphan(*, session: Session, job_id: str, enqueue: Enqueue, max_attempts: int,
+                   now: datetime | None = None) -> JobStatus | None:
+    """Re-queue a running job whose lease expired and send its task again.
+
+    Safe to run in every worker at once: the job is re-read under a lock and only an orphan is
+    touched, so one sweeper acts and the others find nothing (on PostgreSQL a row another
+    transaction holds is skipped, not waited for: a worker frozen mid-transaction must not
+    stall the sweep; the next sweep tries again). `enqueue` runs inside the
+    transaction: if the broker refuses, the caller's rollback leaves the job an orphan for the
+    next sweep (a committed `queued` job with no message would wait forever). A worker that
+    receives the task before the commit waits for it in `claim_job` (`_lock_job`).
+
+    Returns `queued`, `failed` (the `max_attempts`-th lost worker), `cancelled` (cancel was
+    requested) or None (not an orphan any more).
+    """
+    job = _load_locked(session, job_id, skip_locked=True)
+    if job is None or not _orphaned(job, now or utcnow()):
+        return None
+    status = _settle_orphan(session, job, max_attempts=max_attempts, requeue=True)
+    if status == JobStatus.QUEUED:
+        enqueue(job_id)
+    return status
+
+
 def claim_job(*, session: Session, job_id: str, worker_id: str, lease_s: int,
-              now: datetime | None = None) -> int | None:
+              max_attempts: int | None = None, now: datetime | None = None) -> int | None:
     """Take the lease of a queued job, or of a running job whose lease expired.
 
-    One conditional UPDATE per case, so two workers can never both win. Returns the new fencing
-    token, or None when the job is finished, cancel was requested, or another lease is live.
+    The job is read under a lock and taken with a conditional UPDATE, so two workers can never
+    both win. An orphan whose lost attempts reach `max_attempts` (or whose cancel was
+    requested) is ended instead. Returns the new fencing token, or None when the job is
+    finished, cancel was requested, or another lease is live.
     """
     now = now or utcnow()
+    job = _load_locked(session, job_id)
+    if job is None:
+        return None
+    if job.status == JobStatus.QUEUED and not job.cancel_requested:
+        from_status, reason = JobStatus.QUEUED, "claimed by a worker"
+    elif _orphaned(job, now):
+        if _settle_orphan(session, job, max_attempts=max_attempts, requeue=False) is not None:
+            return None  # cancelled (as asked) or failed (attempts used up)
+        from_status, reason = JobStatus.RUNNING, f"{LEASE_EXPIRED}; reclaimed by another worker"
+    else:
+        return None
     values = {
         "status": JobStatus.RUNNING.value,
         "fencing_token": Job.fencing_token + 1,
@@ -275,35 +407,30 @@ def claim_job(*, session: Session, job_id: str, worker_id: str, lease_s: int,
         "heartbeat_at": now,
         "started_at": sa.func.coalesce(Job.started_at, sa.literal(now, UtcDateTime())),
     }
-    base = sa.update(Job).where(Job.id == job_id, Job.cancel_requested.is_(False))
-    cases = [
-        (JobStatus.QUEUED, Job.status == JobStatus.QUEUED.value, "claimed by a worker"),
-        (JobStatus.RUNNING,
-         sa.and_(Job.status == JobStatus.RUNNING.value,
-                 sa.or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)),
-         "lease expired; reclaimed by another worker"),
-    ]
-    for from_status, condition, reason in cases:
-        row = session.execute(
-            base.where(condition).values(**values).returning(Job.fencing_token, Job.attempts),
-            execution_options={"synchronize_session": False}).first()
-        if row is not None:
-            _expire(session, job_id)
-            _record(session, job_id=job_id, from_status=from_status.value,
-                    to_status=JobStatus.RUNNING.value, reason=f"{reason} (attempt {row.attempts})",
-                    attempt=row.attempts)  # the worker's host stays in lease_owner, not shown
-            return int(row.fencing_token)
-    return None
+    row = session.execute(
+        sa.update(Job).where(Job.id == job_id, Job.status == from_status.value,
+                             Job.fencing_token == job.fencing_token)
+        .values(**values).returning(Job.fencing_token, Job.attempts),
+        execution_options={"synchronize_session": False}).first()
+    if row is None:
+        return None
+    _expire(session, job_id)
+    _record(session, job_id=job_id, from_status=from_status.value,
+            to_status=JobStatus.RUNNING.value, reason=f"{reason} (attempt {row.attempts})",
+            attempt=row.attempts)  # the worker's host stays in lease_owner, not shown
+    return int(row.fencing_token)
 
 
 def heartbeat(*, session: Session, job_id: str, token: int, lease_s: int,
-              now: datetime | None = None) -> HeartbeatResult:
-    """Extend the lease if `token` still owns the running job; reports cancel requests."""
+              run_time_s: float = 0.0, now: datetime | None = None) -> HeartbeatResult:
+    """Extend the lease if `token` still owns the running job, adding `run_time_s` (the running
+    time since the last beat) to the job's; reports cancel requests."""
     now = now or utcnow()
     row = session.execute(
         sa.update(Job).where(Job.id == job_id, Job.fencing_token == token,
                              Job.status == JobStatus.RUNNING.value)
-        .values(lease_expires_at=now + timedelta(seconds=lease_s), heartbeat_at=now)
+        .values(lease_expires_at=now + timedelta(seconds=lease_s), heartbeat_at=now,
+                run_time_s=Job.run_time_s + max(0.0, run_time_s))
         .returning(Job.cancel_requested),
         execution_options={"synchronize_session": False}).first()
     _expire(session, job_id)
@@ -347,21 +474,42 @@ def record_progress(*, session: Session, job_id: str, token: int, current_epoch:
 
 def finish_job(*, session: Session, job_id: str, token: int, status: JobStatus | str,
                message: str, best_epoch: int | None = None, best_metric: float | None = None,
-               test_metrics: dict[str, Any] | None = None) -> Job:
-    """Fenced move of a running job to a terminal status, releasing the lease."""
+               test_metrics: dict[str, Any] | None = None, run_time_s: float = 0.0) -> Job:
+    """Fenced move of a running job to a terminal status, releasing the lease; `run_time_s` is
+    the running time since the last heartbeat."""
     target = JobStatus(status)
     if target not in TERMINAL_STATUSES:
         raise JobStateConflict(f"finish_job needs a terminal status, got {target} (allowed: "
                                f"{', '.join(sorted(TERMINAL_STATUSES))})", field="status")
-    assert_fresh(session=session, job_id=job_id, token=token)
-    job = get_job_or_raise(session=session, job_id=job_id)
-    session.refresh(job)
+    job = _fenced_job(session, job_id, token, run_time_s)
     if best_epoch is not None:
         job.best_epoch, job.best_metric = best_epoch, best_metric
     if test_metrics is not None:
         job.test_metrics = test_metrics
     session.flush()
     return transition(session=session, job=job, to_status=target, reason=message)
+
+
+def _fenced_job(session: Session, job_id: str, token: int, run_time_s: float) -> Job:
+    assert_fresh(session=session, job_id=job_id, token=token)
+    if run_time_s > 0:
+        session.execute(sa.update(Job).where(Job.id == job_id)
+                        .values(run_time_s=Job.run_time_s + run_time_s),
+                        execution_options={"synchronize_session": False})
+    job = get_job_or_raise(session=session, job_id=job_id)
+    session.refresh(job)
+    return job
+
+
+def release_job(*, session: Session, job_id: str, token: int, enqueue: Enqueue,
+                reason: str = PREEMPTED, run_time_s: float = 0.0) -> Job:
+    """Fenced move of a running job back to `queued` (its worker is shutting down after saving
+    `last`), then its task sent again; `enqueue` runs inside the transaction (see
+    `requeue_orphan`). A preempted attempt does not count against `max_attempts`."""
+    job = _fenced_job(session, job_id, token, run_time_s)
+    transition(session=session, job=job, to_status=JobStatus.QUEUED, reason=reason)
+    enqueue(job_id)
+    return job
 
 
 def count_jobs_by_status(*, session: Session, tenant_id: str,

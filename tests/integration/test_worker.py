@@ -3,7 +3,8 @@
 `train_job.run(job_id)` is called directly (no eager mode, no broker), as a worker would run it:
 claim with a lease, heartbeat, fetch datasets, train a tiny model, record epochs, events and
 checkpoints, finish. Redelivery is simulated by a crash (a BaseException, like a killed process:
-the task cannot mark the job failed) followed by lease expiry and a second delivery.
+the task cannot mark the job failed) followed by lease expiry and a second delivery. What the
+task would send to the broker (a deferred delivery, a re-queue) is recorded in `World.sent`.
 
 Run: .venv/bin/pytest -m integration tests/integration/test_worker.py
 """
@@ -40,7 +41,7 @@ from streamguard.settings import Settings, get_settings
 from streamguard.storage import LocalArtifactStore, sha256_file
 from streamguard.synth import synth_examples, write_jsonl
 from tests.integration.db_fixtures import fresh_pg_database
-from worker import tasks
+from worker import runtime, tasks
 from worker.runtime import session_factory
 from worker.sinks import DbMetricSink
 from worker.tasks import train_job
@@ -88,6 +89,7 @@ class World:
     sessions: Callable[[], Session]
     store: LocalArtifactStore
     splits: dict[str, Path]
+    sent: list[tuple[str, float | None]]  # (job_id, countdown) the task sent to the broker
 
     def submit(self, tenant: str = "acme", **overrides: Any) -> str:
         """A tenant with uploaded datasets and a queued job; returns the job id."""
@@ -134,8 +136,16 @@ def world(worker_db_url: str, splits: dict[str, Path], tmp_path: Path,
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     settings = get_settings()
+    sent: list[tuple[str, float | None]] = []
+
+    def make_enqueue(_app: object, _queue: str) -> Callable[..., None]:
+        def enqueue(job_id: str, countdown: float | None = None) -> None:
+            sent.append((job_id, countdown))
+        return enqueue
+
+    monkeypatch.setattr(runtime, "make_enqueue", make_enqueue)
     yield World(settings, session_factory(worker_db_url), LocalArtifactStore(tmp_path / "store"),
-                splits)
+                splits, sent)
     get_settings.cache_clear()
 
 
@@ -200,8 +210,11 @@ def test_stale_token_cannot_write(world: World) -> None:
         assert not heartbeat(session=session, job_id=job_id, token=first, lease_s=30).ok
     DbMetricSink(world.sessions, job_id, second).log_epoch({"epoch": 1, "f1": 0.5})
     assert epoch_events(world.events(job_id)) == [1]
-    # and the task's second delivery, arriving while w2's lease is live, returns at once
+    # and the task's second delivery, arriving while w2's lease is live, is sent again for
+    # when that lease runs out (never dropped)
     assert train_job.run(job_id) is None
+    ((sent_id, countdown),) = world.sent
+    assert sent_id == job_id and countdown is not None and 25 < countdown <= 31
 
 
 def test_job_cancelled_while_queued_never_starts(world: World) -> None:
@@ -258,7 +271,8 @@ def test_redelivery_resumes_from_last_checkpoint(world: World,
     # The broker redelivers to another machine: no local scratch, and the lease must lapse.
     shutil.rmtree(world.settings.worker.work_dir / job_id)
     monkeypatch.setattr(tasks, "DbMetricSink", DbMetricSink)
-    assert train_job.run(job_id) is None  # the dead worker's lease is still live
+    assert train_job.run(job_id) is None  # the dead worker's lease is still live: deferred
+    assert [job for job, countdown in world.sent if countdown] == [job_id]
 
     world.expire_lease(job_id)
     assert train_job.run(job_id) == "completed"
