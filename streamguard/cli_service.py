@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from streamguard.contract import TERMINAL_STATUSES
 from streamguard.settings import (
     DEFAULT_DATA_DIR,
     DbSettings,
@@ -35,7 +36,9 @@ from streamguard.settings import (
     get_settings,
 )
 
-TERMINAL = {"completed", "early_stopped", "collapsed", "non_finite_loss", "cancelled", "failed"}
+TERMINAL = {status.value for status in TERMINAL_STATUSES}
+#: The worker's exit code for a failed startup check (worker/preflight.py: EX_CONFIG).
+WORKER_CONFIG_EXIT = 78
 DEMO_SPLITS = {"train": 1600, "val": 200, "test": 200}  # train / batch 16 = 100 steps per epoch
 DEMO_CONFIG: dict[str, Any] = {"model": "tiny", "max_seq_len": 128, "tokenizer_vocab_size": 1000,
                                "batch_size": 16, "lr": 1e-3, "early_stopping_patience": 0}
@@ -175,6 +178,10 @@ class Services:
                 continue
             now = time.monotonic()
             exits = [t for t in exits if now - t < 60.0] + [now]
+            if proc.returncode == WORKER_CONFIG_EXIT:  # misconfigured: a restart cannot help
+                note = refusal_note(self.logs["worker"])
+                self.worker_failure = f"the worker refused to start{note}"
+                return
             if len(exits) >= WORKER_RESTARTS_PER_MINUTE:
                 self.worker_failure = (f"the worker exited {len(exits)} times within a minute "
                                        f"(last exit code {proc.returncode}); see "

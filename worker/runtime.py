@@ -58,8 +58,12 @@ PREEMPTED = getattr(StopReason, "PREEMPTED", None)
 
 @lru_cache
 def session_factory(db_url: str) -> sessionmaker[Session]:
-    """One engine (connection pool) per database URL per process."""
-    return make_session_factory(make_engine(db_url))
+    """One engine (connection pool) per database URL per process; the settings' pool and
+    timeouts when the URL is the configured one."""
+    from streamguard.settings import get_settings
+
+    db = get_settings().db
+    return make_session_factory(make_engine(db if db.url == db_url else db_url))
 
 
 def worker_id(hostname: str | None = None) -> str:
@@ -93,7 +97,10 @@ Enqueue = Callable[..., None]
 def make_enqueue(app: Celery, queue: str) -> Enqueue:
     """`enqueue(job_id, countdown=None)`: send the contract's TRAIN_TASK for the job again."""
     def enqueue(job_id: str, countdown: float | None = None) -> None:
-        app.send_task(contract.TRAIN_TASK, args=[job_id], queue=queue, countdown=countdown)
+        # Bounded like the API's publish: a hung broker fails the send, it never hangs it.
+        app.send_task(contract.TRAIN_TASK, args=[job_id], queue=queue, countdown=countdown,
+                      retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
+                                                "interval_step": 0.5, "interval_max": 1})
     return enqueue
 
 

@@ -46,7 +46,7 @@ def train_job(self: Task, job_id: str) -> str | None:
     # leftovers (a killed worker's half-written files, a stopped one that may still write).
     work_dir = settings.worker.work_dir / job_id / f"attempt-{token}"
     store = store_from_uri(settings.storage.uri, endpoint_url=settings.storage.s3_endpoint_url)
-    sink = DbMetricSink(factory, job_id, token, make_publisher(settings.redis.url))
+    sink = DbMetricSink(factory, job_id, token, make_publisher(settings.redis))
     hb = runtime.Heartbeat(factory, job_id=job_id, token=token, lease_s=settings.worker.lease_s,
                            interval_s=settings.worker.heartbeat_s)
     status: JobStatus | None = None  # None: preempted, back to the queue

@@ -25,9 +25,11 @@ from typing import IO, Any
 
 import httpx
 
+from streamguard.contract import TERMINAL_STATUSES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-TERMINAL = {"completed", "early_stopped", "collapsed", "non_finite_loss", "cancelled", "failed"}
+TERMINAL = {status.value for status in TERMINAL_STATUSES}
 
 #: The job config of the issue. 3,000 train rows / batch 16 = 188 optimizer steps per epoch:
 #: enough for the tiny from-scratch model to predict both classes at its first evaluation.
