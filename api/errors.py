@@ -84,7 +84,7 @@ class IdempotencyConflict(StreamGuardError):
 
 
 class QueueUnavailable(StreamGuardError):
-    """The broker refused the task; the job was marked failed."""
+    """The broker refused the task; the job was not stored (retry the request)."""
 
     code = "queue_unavailable"
 

@@ -194,7 +194,8 @@ def submit_job(*, session: Session, store: ArtifactStore, settings: Settings, te
     enqueues nothing; with another body it raises IdempotencyConflict.
 
     Raises:
-        QueueUnavailable: the broker refused the task; the job is recorded as failed.
+        QueueUnavailable: the broker refused the task; the job is removed again (nothing is
+            left behind, and a retry with the same Idempotency-Key submits afresh).
     """
     digest = request_hash(body)
     if idempotency_key is not None:
@@ -220,11 +221,12 @@ def submit_job(*, session: Session, store: ArtifactStore, settings: Settings, te
         enqueue(job.id)
     except Exception as exc:
         log.exception("enqueue of job %s failed", job.id)  # the broker's address stays here
-        reason = "could not be queued: the broker is unavailable"
-        jobs_repo.transition(session=session, job=job, to_status=JobStatus.FAILED, reason=reason)
+        session.rollback()
+        jobs_repo.delete_unsent_job(session=session, job_id=job.id)
         session.commit()
-        raise QueueUnavailable(f"job {job.id} could not be queued (the broker is unavailable) "
-                               "and was marked failed; retry the request later") from exc
+        raise QueueUnavailable("the job could not be queued (the broker is unavailable) and was "
+                               "not stored; retry the request (the same Idempotency-Key is "
+                               "fine)") from exc
     return job, True
 
 

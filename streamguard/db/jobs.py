@@ -168,6 +168,16 @@ def create_job(*, session: Session, tenant_id: str, spec: dict[str, Any], total_
     return job
 
 
+def delete_unsent_job(*, session: Session, job_id: str) -> None:
+    """Remove a queued job whose task never reached the broker (its events and transitions go
+    with it, ON DELETE CASCADE): the client was told it failed, so nothing is left behind and a
+    retry with the same Idempotency-Key submits afresh."""
+    session.execute(sa.delete(Job).where(Job.id == job_id,
+                                         Job.status == JobStatus.QUEUED.value),
+                    execution_options={"synchronize_session": False})
+    _expire(session, job_id)
+
+
 def get_job(*, session: Session, job_id: str, tenant_id: str | None = None) -> Job | None:
     """The job, or None (also None for another tenant's job when `tenant_id` is given)."""
     job = session.get(Job, job_id)

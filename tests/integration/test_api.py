@@ -12,10 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from streamguard.db import jobs as jobs_repo
 from streamguard.db import metrics as metrics_repo
-from streamguard.db.models import EventKind, JobStatus
+from streamguard.db.models import EventKind, Job, JobEvent, JobStatus
 from streamguard.storage import store_from_uri
 from tests.integration import api_fixtures
 from tests.integration.api_fixtures import ApiHarness, epoch_record, good_rows, warning_payload
@@ -237,13 +238,22 @@ def test_idempotency_key(api: ApiHarness) -> None:
     assert submit(api, api.job_body("b"), tenant="b", key="k-1").status_code == 201
 
 
-def test_enqueue_failure_marks_the_job_failed_and_answers_503(api: ApiHarness) -> None:
+def test_enqueue_failure_leaves_no_job_and_a_retry_submits_once(api: ApiHarness) -> None:
+    """A 503 submit stores nothing; the same Idempotency-Key later creates the job once."""
+    body, key = api.job_body(), {"Idempotency-Key": "retry-me"}
     api.fail_enqueue = True
-    response = submit(api, api.job_body())
+    response = api.client.post("/v1/jobs", json=body, headers=api.auth() | key)
     assert response.status_code == 503
     assert error_of(response)["code"] == "queue_unavailable"
-    (job,) = api.client.get("/v1/jobs", headers=api.auth()).json()["items"]
-    assert job["status"] == "failed" and "broker is unavailable" in job["outcome_message"]
+    assert api.client.get("/v1/jobs", headers=api.auth()).json()["items"] == []
+    with api.sessions() as session:  # nothing orphaned: its events went with it
+        assert session.scalar(sa.select(sa.func.count()).select_from(JobEvent)
+                              .where(JobEvent.job_id.notin_(sa.select(Job.id)))) == 0
+    api.fail_enqueue = False
+    first = api.client.post("/v1/jobs", json=body, headers=api.auth() | key)
+    again = api.client.post("/v1/jobs", json=body, headers=api.auth() | key)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"] and api.enqueued == [first.json()["id"]]
 
 
 # --- listing, reading, cancelling ----------------------------------------------------------------
