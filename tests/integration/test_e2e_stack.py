@@ -158,7 +158,7 @@ def test_cancel_while_queued_never_runs(stack: Stack, refs: dict[str, Any]) -> N
     assert r.llen(stack.queue) == 1, "cancelling does not remove the message; the claim skips it"
 
     worker = stack.start_worker()
-    worker.wait_for_output(f"job {job_id}: not claimable; skipping this delivery", 60)
+    worker.wait_for_output(f"job {job_id}: cancelled; nothing to do for this delivery", 60)
     worker.wait_for_output(lambda line: "Task worker.tasks.train_job[" in line
                            and "succeeded" in line and line.rstrip().endswith(": None"), 30)
     assert r.llen(stack.queue) == 0, "the worker drained the message"
