@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) answer; start them with the
-# machine's own commands when they are down. Fails loudly when they cannot be reached: the
-# integration tests never skip a missing service.
+# Make sure PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672)
+# answer; start them with the machine's own commands when they are down. Fails loudly when they
+# cannot be reached: the integration tests never skip a missing service.
 set -uo pipefail
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
+rabbit_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
 
 if ! pg_up; then
   echo "services: starting PostgreSQL" >&2
@@ -19,8 +20,14 @@ if ! redis_up; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
   for _ in $(seq 30); do redis_up && break; sleep 1; done
 fi
+if ! rabbit_up && command -v rabbitmq-server >/dev/null; then
+  echo "services: starting RabbitMQ" >&2
+  rabbitmq-server -detached || true
+  for _ in $(seq 60); do rabbit_up && break; sleep 1; done
+fi
 ok=0
+rabbit_up || { echo "services: RabbitMQ at 127.0.0.1:5672 is not reachable" >&2; ok=1; }
 pg_up || { echo "services: PostgreSQL at 127.0.0.1:5432 is not reachable" >&2; ok=1; }
 redis_up || { echo "services: Redis at 127.0.0.1:6379 is not reachable" >&2; ok=1; }
-[ $ok -eq 0 ] && echo "services: PostgreSQL and Redis answer" >&2
+[ $ok -eq 0 ] && echo "services: PostgreSQL, Redis and RabbitMQ answer" >&2
 exit $ok
