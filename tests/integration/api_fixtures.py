@@ -8,7 +8,9 @@ database per session and a fresh tenant per test instead of per-test rollback.
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -95,16 +97,18 @@ def good_rows(n: int = 12, start: int = 0) -> list[dict[str, Any]]:
 
 def make_harness(tmp_path: Path, db_url: str, sessions: Callable[[], Session], *,
                  storage_uri: str | None = None, endpoint_url: str | None = None,
-                 max_upload_mb: int = 2, redis_url: str | None = None) -> Iterator[ApiHarness]:
+                 max_upload_mb: int = 2, redis_url: str | None = None,
+                 broker_url: str | None = None, **api: Any) -> Iterator[ApiHarness]:
+    """The app over these services; `api` overrides ApiSettings fields."""
     settings = Settings(
         data_dir=tmp_path / "data", db={"url": db_url},
         storage={"uri": storage_uri or (tmp_path / "artifacts").as_uri(),
                  "s3_endpoint_url": endpoint_url},
-        redis={"url": redis_url},
+        redis={"url": redis_url}, broker={"url": broker_url},
         # Rate limits and quotas have their own tests (test_quotas_secrets.py); bulk callers
         # here (tables of hostile inputs, schemathesis) must not be throttled.
         api={"max_upload_mb": max_upload_mb, "sse_ping_s": 1, "rate_limit_per_minute": 0,
-             "max_queued_jobs_per_tenant": 10_000})
+             "max_queued_jobs_per_tenant": 10_000, **api})
     app = create_app(settings)
     harness: ApiHarness
 
@@ -170,3 +174,28 @@ def warning_payload(epoch: int, message: str) -> dict[str, Any]:
     """A `warning` event payload as the training loop writes it."""
     return {"epoch": epoch, "message": message,
             "prediction_distribution": epoch_record(epoch)["prediction_distribution"]}
+
+
+def parse_sse(text: str) -> list[dict[str, str]]:
+    """The messages of an SSE body (comment lines dropped): one dict of fields per message."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line and not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+        if "id" in fields:
+            events.append(fields)
+    return events
+
+
+def make_archive() -> bytes:
+    """A minimal model archive (`model/config.json` in a tar.gz), as a worker publishes it."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = b'{"model_type": "roberta"}'
+        info = tarfile.TarInfo("model/config.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

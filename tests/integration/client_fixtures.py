@@ -7,9 +7,7 @@ with different seeds and id prefixes so that the two splits never share a functi
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,6 +20,7 @@ from streamguard.db import metrics as metrics_repo
 from streamguard.db.tenants import create_tenant_key
 from streamguard.storage import ArtifactStore
 from streamguard.synth import synth_examples
+from tests.integration.api_fixtures import make_archive
 
 
 def jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
@@ -60,23 +59,13 @@ def epoch_record(epoch: int, *, val_rows: int = 10) -> dict[str, Any]:
     }
 
 
-def model_archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        data = b'{"model_type": "roberta"}'
-        info = tarfile.TarInfo("model/config.json")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def finish_like_a_worker(sessions: Callable[[], Session], store: ArtifactStore, *,
                          tenant_id: str, job_id: str, epochs: int = 2) -> None:
     """Claim a queued job and write what a completed run writes: epoch rows, every event kind,
     the `best` and `last` checkpoints (with their archives in the store) and test metrics."""
     import hashlib
 
-    archive = model_archive()
+    archive = make_archive()
     with sessions() as session:
         token = jobs_repo.claim_job(session=session, job_id=job_id, worker_id="w-test",
                                     lease_s=600)

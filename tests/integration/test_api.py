@@ -5,9 +5,7 @@ Run: .venv/bin/pytest -m integration tests/integration/test_api.py
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from typing import Any
 
 import httpx
@@ -19,7 +17,14 @@ from streamguard.db import metrics as metrics_repo
 from streamguard.db.models import EventKind, Job, JobEvent, JobStatus
 from streamguard.storage import store_from_uri
 from tests.integration import api_fixtures
-from tests.integration.api_fixtures import ApiHarness, epoch_record, good_rows, warning_payload
+from tests.integration.api_fixtures import (
+    ApiHarness,
+    epoch_record,
+    good_rows,
+    make_archive,
+    parse_sse,
+    warning_payload,
+)
 
 # Fixtures from api_fixtures (integration/conftest.py is owned elsewhere).
 api_db_url = api_fixtures.api_db_url
@@ -349,19 +354,6 @@ def test_every_job_route_hides_other_tenants_jobs(api: ApiHarness) -> None:
 
 # --- SSE ---------------------------------------------------------------------------------------
 
-def parse_sse(text: str) -> list[dict[str, str]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            if line and not line.startswith(":"):
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-        if "id" in fields:
-            events.append(fields)
-    return events
-
-
 @pytest.mark.timeout(60)
 def test_sse_replays_after_last_event_id_and_ends_at_the_terminal_status(api: ApiHarness) -> None:
     job_id = submit(api, api.job_body()).json()["id"]
@@ -435,16 +427,6 @@ def test_sse_tails_live_events_until_the_job_finishes(fixture: str,
 
 
 # --- checkpoints -------------------------------------------------------------------------------
-
-def make_archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        data = b'{"model_type": "roberta"}'
-        info = tarfile.TarInfo("model/config.json")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
 
 def publish_checkpoint(api: ApiHarness, job_id: str, tenant: str = "a") -> bytes:
     """Write an archive to the store and its `best` row, as the worker would."""

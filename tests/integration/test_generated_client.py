@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import VENV_BIN, Proc, base_env, free_port
+from tests.integration.api_fixtures import parse_sse
 from tests.integration.client_fixtures import jsonl, split_rows
 
 pytestmark = pytest.mark.integration
@@ -139,19 +140,6 @@ def upload(gen: ModuleType, client: Any, split: str) -> tuple[Any, bytes]:
     dataset = sub(gen, "api.datasets.upload_dataset").sync(client=client, body=body)
     assert isinstance(dataset, models.DatasetRead), dataset
     return dataset, data
-
-
-def parse_sse(text: str) -> list[dict[str, str]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            if line and not line.startswith(":"):
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-        if "id" in fields:
-            events.append(fields)
-    return events
 
 
 # --- the flow ------------------------------------------------------------------------------------

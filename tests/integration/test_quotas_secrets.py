@@ -23,7 +23,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from api.deps import get_enqueue
 from api.main import create_app
 from api.ratelimit import (
     BUCKET_ID_LEN,
@@ -34,7 +33,7 @@ from streamguard.db import jobs as jobs_repo
 from streamguard.db.models import JobStatus
 from streamguard.db.tenants import hash_key
 from streamguard.errors import StorageError, TooManyRequests
-from streamguard.settings import Settings
+from streamguard.settings import ApiSettings, Settings
 from streamguard.storage import ArtifactNotFound, LocalArtifactStore, S3ArtifactStore
 from tests.integration import api_fixtures
 from tests.integration.api_fixtures import REDIS_URL, ApiHarness
@@ -49,22 +48,13 @@ pytestmark = pytest.mark.integration
 def quota_harness(tmp_path: Path, db_url: str, sessions: Callable[[], Session], *,
                   redis_url: str | None = None, broker_url: str | None = None,
                   **api: Any) -> Iterator[ApiHarness]:
-    """Like api_fixtures.make_harness, with any ApiSettings (quotas, rate) and broker."""
-    settings = Settings(data_dir=tmp_path / "data", db={"url": db_url},
-                        storage={"uri": (tmp_path / "artifacts").as_uri()},
-                        redis={"url": redis_url}, broker={"url": broker_url},
-                        api={"max_upload_mb": 2, "sse_ping_s": 1, **api})
-    app = create_app(settings)
-    harness: ApiHarness
-
-    def recording_enqueue() -> Callable[[str], None]:
-        return harness.enqueued.append
-
-    app.dependency_overrides[get_enqueue] = recording_enqueue
-    with TestClient(app) as client:
-        harness = ApiHarness(client=client, settings=settings, sessions=sessions)
-        harness.add_tenant("a")
-        harness.add_tenant("b")
+    """api_fixtures.make_harness with the deployment's own limits (make_harness switches the
+    rate limit and the queued-job quota off for bulk callers), `api` overriding them."""
+    limits = ApiSettings()
+    with contextmanager(api_fixtures.make_harness)(
+            tmp_path, db_url, sessions, redis_url=redis_url, broker_url=broker_url,
+            **{"rate_limit_per_minute": limits.rate_limit_per_minute,
+               "max_queued_jobs_per_tenant": limits.max_queued_jobs_per_tenant} | api) as harness:
         yield harness
 
 

@@ -46,6 +46,7 @@ from api.main import create_app
 from streamguard.settings import Settings
 from streamguard.storage import store_from_uri
 from tests.integration import api_fixtures
+from tests.integration.api_fixtures import parse_sse
 from tests.integration.client_fixtures import finish_like_a_worker, jsonl, new_tenant, split_rows
 
 api_db_url = api_fixtures.api_db_url
@@ -450,19 +451,6 @@ def test_schemathesis_all_checks_stateful(service: Service,
 
 
 # --- the event stream, checked by hand as well ---------------------------------------------------
-
-def parse_sse(text: str) -> list[dict[str, str]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            if line and not line.startswith(":"):
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-        if "id" in fields:
-            events.append(fields)
-    return events
-
 
 @pytest.mark.timeout(60)
 def test_event_stream_is_sse_and_a_bad_last_event_id_is_a_json_422(service: Service) -> None:

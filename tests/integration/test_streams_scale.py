@@ -49,7 +49,7 @@ from streamguard.db.session import make_engine, make_session_factory
 from streamguard.db.tenants import create_tenant_key
 from tests.e2e.harness import Proc, api_cmd, base_env, free_port, wait_ready
 from tests.integration import api_fixtures
-from tests.integration.api_fixtures import ApiHarness, epoch_record, warning_payload
+from tests.integration.api_fixtures import ApiHarness, epoch_record, parse_sse, warning_payload
 from tests.integration.db_fixtures import PG_ADMIN_DSN, fresh_pg_database
 
 # Fixtures from api_fixtures (integration/conftest.py is owned elsewhere).
@@ -528,16 +528,6 @@ def test_healthz_answers_while_the_thread_pool_is_saturated(api: ApiHarness) -> 
 
 # --- the hub's guarantees, through the API in-process --------------------------------------------
 
-def _parse_sse(text: str) -> list[dict[str, str]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines()
-                      if line and not line.startswith(":"))
-        if "id" in fields:
-            events.append(fields)
-    return events
-
-
 def _running_job(api: ApiHarness) -> tuple[str, int]:
     response = api.client.post("/v1/jobs", json=api.job_body(), headers=api.auth())
     assert response.status_code == 201, response.text
@@ -593,7 +583,7 @@ def test_a_late_commit_with_a_smaller_id_is_still_sent(tmp_path: Path, api_db_ur
         thread = threading.Thread(target=worker)
         with api.client.stream("GET", f"/v1/jobs/{job_id}/events", headers=api.auth()) as r:
             thread.start()
-            events = _parse_sse(r.read().decode())
+            events = parse_sse(r.read().decode())
         thread.join()
         sent = [int(e["id"]) for e in events if e["event"] == "epoch"]
         assert ids["smaller"] < ids["larger"]
@@ -642,7 +632,7 @@ def test_streams_poll_the_database_while_redis_is_down_or_hung(
         started = time.monotonic()
         with api.client.stream("GET", f"/v1/jobs/{job_id}/events", headers=api.auth()) as r:
             thread.start()
-            events = _parse_sse(r.read().decode())
+            events = parse_sse(r.read().decode())
         thread.join()
         assert [e["event"] for e in events] == ["status", "status", "epoch", "epoch", "status"]
         assert time.monotonic() - started < 10
@@ -689,7 +679,7 @@ def test_a_hung_redis_is_noticed_and_streams_go_on(tmp_path: Path, api_db_url: s
         thread = threading.Thread(target=worker)
         with api.client.stream("GET", f"/v1/jobs/{job_id}/events", headers=api.auth()) as r:
             thread.start()
-            events = _parse_sse(r.read().decode())
+            events = parse_sse(r.read().decode())
         thread.join()
         assert [e["event"] for e in events] == ["status", "status", "epoch", "epoch", "status"]
         assert time.monotonic() - stopped < 8  # safety polls, at worst, while not yet noticed
