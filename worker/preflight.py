@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from celery.signals import worker_init
 
+from streamguard import broker
 from streamguard.settings import Settings, get_settings
 
 #: The start of the line a refused worker prints (`streamguard up` looks for it).
@@ -133,28 +134,15 @@ def check_store(settings: Settings) -> None:
 
 
 def check_broker(settings: Settings) -> None:
-    """The broker answers: its folders exist (filesystem broker), or a connection opens."""
-    if settings.broker.url is None:
-        options = settings.broker_transport_options()
-        for name in ("data_folder_in", "processed_folder"):
-            if not os.path.isdir(options[name]):
-                raise PreflightFailed(f"filesystem broker folder {options[name]} does not exist")
-        return
-    from kombu.connection import Connection
-
-    secret = _password(settings.broker.url)
-    timeout = settings.broker.connect_timeout_s
-    options = {**settings.broker_transport_options(), "socket_timeout": timeout,
-               "socket_connect_timeout": timeout, "max_retries": 0}
-    conn = Connection(settings.broker.url, connect_timeout=timeout,  # type: ignore[no-untyped-call]
-                      transport_options=options)
+    """The broker answers (the same bounded probe as the API's /readyz)."""
     try:
-        conn.default_channel  # noqa: B018 - connecting and opening a channel is the round trip
-    except Exception as exc:  # noqa: BLE001 - refused, hung, auth, unknown transport, ...
-        raise PreflightFailed(f"broker {safe_url(settings.broker.url)} is unreachable "
-                              f"({type(exc).__name__}: {_one_line(exc, secret)})") from exc
-    finally:
-        conn.release()
+        broker.check_broker(settings)
+    except Exception as exc:  # noqa: BLE001 - refused, hung, auth, missing folders, ...
+        where = "filesystem broker" if settings.broker.url is None else \
+            f"broker {safe_url(settings.broker.url)}"
+        secret = _password(settings.broker.url)
+        raise PreflightFailed(f"{where} is unreachable ({type(exc).__name__}: "
+                              f"{_one_line(exc, secret)})") from exc
 
 
 CHECKS: tuple[Callable[[Settings], None], ...] = (check_database, check_store, check_broker)

@@ -30,6 +30,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from streamguard import contract
+from streamguard.broker import RETRY_POLICY
 from streamguard.contract import DatasetIdRef, JobSpec, JobStatus
 from streamguard.db import Job, make_engine, make_session_factory
 from streamguard.db.datasets import get_dataset_or_raise
@@ -99,8 +100,7 @@ def make_enqueue(app: Celery, queue: str) -> Enqueue:
     def enqueue(job_id: str, countdown: float | None = None) -> None:
         # Bounded like the API's publish: a hung broker fails the send, it never hangs it.
         app.send_task(contract.TRAIN_TASK, args=[job_id], queue=queue, countdown=countdown,
-                      retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
-                                                "interval_step": 0.5, "interval_max": 1})
+                      retry=True, retry_policy=RETRY_POLICY)
     return enqueue
 
 

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Request
 
 from api.deps import SettingsDep, StoreDep
 from api.errors import NotReady
-from api.queue import check_broker
 from api.routes import error_responses
 from api.schemas import CheckRead, HealthRead, ReadinessRead
+from streamguard.broker import check_broker
 from streamguard.errors import StorageError
 from streamguard.settings import Settings
 from streamguard.storage import ArtifactStore, LocalArtifactStore
