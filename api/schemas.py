@@ -156,6 +156,11 @@ class EpochMetrics(EvalScores):
     warnings: list[str] = Field(description="Collapse-guard warnings of this epoch.")
     is_best: bool = Field(description="This epoch is the best so far (and passed the guard).")
     collapse_streak: int = Field(ge=0, description="Consecutive epochs below the stop ratio.")
+    replayed: bool = Field(False, description=(
+        "An earlier attempt of the job had recorded this epoch, then lost the job before the "
+        "epoch's checkpoint was published; this attempt resumed from the checkpoint before and "
+        "ran the epoch again. These values replace the earlier ones (one row per epoch in the "
+        "metrics history; in the event stream, the later `epoch` event wins)."))
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> EpochMetrics:
@@ -185,7 +190,11 @@ class JobCreate(JobSpec):
 class Progress(BaseModel):
     epoch: int = Field(ge=0, description="Completed epochs.")
     epochs: int = Field(ge=1)
-    percent: float = Field(ge=0, le=100)
+    step: int = Field(0, ge=0, description="Optimizer step of the latest step metrics.")
+    total_steps: int | None = Field(None, ge=1, description="Optimizer steps of the whole run "
+                                                            "(known once it runs).")
+    percent: float = Field(ge=0, le=100, description="From optimizer steps once they are "
+                                                     "known, else from epochs.")
 
 
 class TransitionRead(BaseModel):
@@ -202,8 +211,10 @@ class JobSummary(BaseModel):
     outcome_message: str | None
     cancel_requested: bool
     progress: Progress
-    eta_s: float | None = Field(None, description="Seconds left, from the time per finished "
-                                                  "epoch; only while running.")
+    eta_s: float | None = Field(None, description="Seconds left, from the running time per "
+                                                  "optimizer step so far (per finished epoch "
+                                                  "before any step metrics); only while "
+                                                  "running.")
     best_epoch: int | None
     best_metric: float | None
     selection_metric: str
@@ -246,6 +257,37 @@ class EpochMetricPage(BaseModel):
     offset: int
     limit: int
     next_offset: int | None
+
+
+class StepMetrics(BaseModel):
+    """Training metrics at one optimizer step (every `log_every_steps` steps and at the end of
+    each epoch), as stored and as streamed in `step` events."""
+
+    step: int = Field(ge=1, description="Optimizer steps so far.")
+    epoch: int = Field(ge=1, description="The epoch in progress (1-based).")
+    epoch_progress: float = Field(ge=0, le=1, description="Fraction of the epoch's batches done.")
+    total_steps: int = Field(ge=1, description="Optimizer steps of the whole run.")
+    train_loss: float = Field(description="Mean training loss over the steps since the "
+                                          "previous point.")
+    lr: float = Field(description="Learning rate after this step.")
+    grad_norm: float | None = Field(description="Gradient norm before clipping; null when an "
+                                                "fp16 overflow skipped the step.")
+    samples_per_s: float = Field(ge=0, description="Training throughput since the previous "
+                                                   "point.")
+    replayed: bool = Field(False, description=(
+        "An earlier attempt had recorded this step; this attempt resumed from an earlier "
+        "checkpoint and ran it again. These values replace the earlier ones."))
+
+
+class StepMetricRead(StepMetrics):
+    created_at: datetime
+    updated_at: datetime
+
+
+class StepMetricPage(BaseModel):
+    items: list[StepMetricRead]
+    next_after_step: int | None = Field(description="Pass as `after_step` for the next page; "
+                                                    "null on the last page.")
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -300,6 +342,11 @@ class CheckpointEvent(_EventBase):
     data: CheckpointPayload
 
 
+class StepEvent(_EventBase):
+    kind: Literal["step"]
+    data: StepMetrics
+
+
 class TestEvent(_EventBase):
     __test__ = False  # not a pytest class
 
@@ -307,8 +354,8 @@ class TestEvent(_EventBase):
     data: TestMetrics
 
 
-JobEventRead = Annotated[StatusEvent | EpochEvent | WarningEvent | CheckpointEvent | TestEvent,
-                         Field(discriminator="kind")]
+JobEventRead = Annotated[StatusEvent | EpochEvent | StepEvent | WarningEvent | CheckpointEvent
+                         | TestEvent, Field(discriminator="kind")]
 
 
 class JobEventPage(BaseModel):

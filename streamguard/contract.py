@@ -92,6 +92,7 @@ class EventKind(StrEnum):
     WARNING = "warning"
     CHECKPOINT = "checkpoint"
     TEST = "test"  # the best checkpoint's test-split metrics
+    STEP = "step"  # training loss, learning rate and gradient norm every few optimizer steps
 
 
 # --- object-store keys -------------------------------------------------------------------------

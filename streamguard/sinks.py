@@ -22,6 +22,9 @@ class MetricSink(Protocol):
     def log_epoch(self, record: Mapping[str, Any]) -> None:
         """One epoch's metrics (JSON-native values), keyed as in metrics.jsonl."""
 
+    def log_step(self, record: Mapping[str, Any]) -> None:
+        """Every few optimizer steps: `step`, `epoch`, `train_loss`, `lr`, `grad_norm`, ..."""
+
     def event(self, kind: str, payload: Mapping[str, Any]) -> None:
         """A `warning`, `checkpoint` or `test` event with a JSON-native payload."""
 
@@ -38,6 +41,9 @@ class NullSink:
     def log_epoch(self, record: Mapping[str, Any]) -> None:
         pass
 
+    def log_step(self, record: Mapping[str, Any]) -> None:
+        pass
+
     def event(self, kind: str, payload: Mapping[str, Any]) -> None:
         pass
 
@@ -51,6 +57,7 @@ class ListSink:
     def __init__(self) -> None:
         self.config: dict[str, Any] | None = None
         self.epochs: list[dict[str, Any]] = []
+        self.steps: list[dict[str, Any]] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.outcome: tuple[str, str] | None = None
 
@@ -59,6 +66,9 @@ class ListSink:
 
     def log_epoch(self, record: Mapping[str, Any]) -> None:
         self.epochs.append(dict(record))
+
+    def log_step(self, record: Mapping[str, Any]) -> None:
+        self.steps.append(dict(record))
 
     def event(self, kind: str, payload: Mapping[str, Any]) -> None:
         self.events.append((kind, dict(payload)))
@@ -81,6 +91,10 @@ class FanOutSink:
         for sink in self.sinks:
             sink.log_epoch(record)
 
+    def log_step(self, record: Mapping[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.log_step(record)
+
     def event(self, kind: str, payload: Mapping[str, Any]) -> None:
         for sink in self.sinks:
             sink.event(kind, payload)
@@ -90,27 +104,38 @@ class FanOutSink:
             sink.finish(outcome, message)
 
 
-class JsonlSink:
-    """Appends one JSON line per epoch to a file (the CLI's `metrics.jsonl`).
+def _keep_lines(path: Path, key: str, upto: int) -> None:
+    """Rewrite a JSONL file keeping rows whose `key` is at most `upto` (none when 0)."""
+    kept = []
+    if path.exists() and upto:
+        kept = [line for line in path.read_text().splitlines()
+                if line and json.loads(line)[key] <= upto]
+    path.write_text("".join(line + "\n" for line in kept))
 
-    On a resumed run, rows for epochs after the resume point are dropped first, so the file
-    always holds exactly one row per epoch.
+
+class JsonlSink:
+    """Appends one JSON line per epoch to a file (the CLI's `metrics.jsonl`), and one per
+    step record to `steps_path` (default: `steps.jsonl` beside it).
+
+    On a resumed run, rows after the resume point are dropped first, so the files always hold
+    exactly one row per epoch and per logged step.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, steps_path: str | Path | None = None) -> None:
         self.path = Path(path)
+        self.steps_path = Path(steps_path) if steps_path else self.path.with_name("steps.jsonl")
 
     def start(self, config: Mapping[str, Any]) -> None:
-        start_epoch = int(config.get("start_epoch", 0))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if self.path.exists() and start_epoch:
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line and json.loads(line)["epoch"] <= start_epoch]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        _keep_lines(self.path, "epoch", int(config.get("start_epoch", 0)))
+        _keep_lines(self.steps_path, "step", int(config.get("start_step", 0)))
 
     def log_epoch(self, record: Mapping[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(dict(record), sort_keys=True) + "\n")
+
+    def log_step(self, record: Mapping[str, Any]) -> None:
+        with self.steps_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(dict(record), sort_keys=True) + "\n")
 
     def event(self, kind: str, payload: Mapping[str, Any]) -> None:

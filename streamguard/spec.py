@@ -53,6 +53,9 @@ class MixedPrecision(StrEnum):
     FP16 = "fp16"
 
 
+#: Step metrics per epoch when `log_every_steps` is not set.
+STEP_POINTS_PER_EPOCH = 20
+
 SelectionMetric = Literal["f1", "mcc", "accuracy", "roc_auc", "precision", "recall"]
 
 
@@ -111,6 +114,10 @@ class TrainConfig(BaseModel):
         False, description="Batch functions of similar token length (faster; label-skewed "
                            "batches when length correlates with the label).")
     seed: int = Field(42, ge=0, le=2**32 - 1)
+    log_every_steps: int | None = Field(
+        None, ge=1, le=1_000_000,
+        description="Optimizer steps between step metrics (training loss, learning rate, "
+                    f"gradient norm); default: about {STEP_POINTS_PER_EPOCH} points per epoch.")
 
     @field_validator("*", mode="before")
     @classmethod
@@ -138,6 +145,11 @@ class TrainConfig(BaseModel):
     @property
     def effective_eval_batch_size(self) -> int:
         return self.eval_batch_size or 2 * self.batch_size
+
+    def step_interval(self, steps_per_epoch: int) -> int:
+        """Optimizer steps between step metrics: the configured value, or about
+        STEP_POINTS_PER_EPOCH points per epoch."""
+        return self.log_every_steps or max(1, -(-steps_per_epoch // STEP_POINTS_PER_EPOCH))
 
     @property
     def is_scratch_model(self) -> bool:

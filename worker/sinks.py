@@ -18,7 +18,14 @@ from sqlalchemy.orm import Session
 
 from streamguard.contract import EventKind, events_channel
 from streamguard.db.jobs import assert_fresh, record_progress
-from streamguard.db.metrics import add_event, upsert_checkpoint, upsert_epoch
+from streamguard.db.metrics import (
+    add_event,
+    epoch_recorded,
+    step_recorded,
+    upsert_checkpoint,
+    upsert_epoch,
+    upsert_step,
+)
 from streamguard.settings import RedisSettings
 
 log = logging.getLogger("streamguard.worker")
@@ -129,6 +136,12 @@ class DbMetricSink:
         epoch = int(record["epoch"])
 
         def fenced(session: Session) -> None:
+            assert_fresh(session=session, job_id=self.job_id, token=self.token)  # row locked
+            if epoch_recorded(session=session, job_id=self.job_id, epoch=epoch):
+                # An earlier attempt recorded this epoch, then lost the job before the epoch's
+                # checkpoint became the resume point: this attempt ran it again. The event and
+                # the replaced row say so; a reader keeps the later values.
+                record["replayed"] = True
             upsert_epoch(session=session, job_id=self.job_id, token=self.token, epoch=epoch,
                          record=record)
             is_best = bool(record.get("is_best"))
@@ -137,6 +150,21 @@ class DbMetricSink:
                             best_metric=record.get(self.selection_metric) if is_best else None)
 
         self._write(EventKind.EPOCH.value, record, fenced)
+
+    def log_step(self, record: Mapping[str, Any]) -> None:
+        record = dict(record)
+
+        step = int(record["step"])
+
+        def fenced(session: Session) -> None:
+            assert_fresh(session=session, job_id=self.job_id, token=self.token)  # row locked
+            if step_recorded(session=session, job_id=self.job_id, step=step):
+                record["replayed"] = True  # a resumed attempt ran it again (see log_epoch)
+            upsert_step(session=session, job_id=self.job_id, token=self.token, step=step,
+                        epoch=int(record["epoch"]), record=record,
+                        total_steps=record.get("total_steps"))
+
+        self._write(EventKind.STEP.value, record, fenced)
 
     def event(self, kind: str, payload: Mapping[str, Any]) -> None:
         payload = dict(payload)

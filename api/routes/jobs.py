@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from api.deps import CurrentTenant, EnqueueDep, JobDep, SessionDep, SettingsDep, StoreDep
 from api.routes import AUTHED, error_responses
-from api.schemas import EpochMetricPage, JobCreate, JobPage, JobRead
+from api.schemas import EpochMetricPage, JobCreate, JobPage, JobRead, StepMetricPage
 from api.services import jobs as service
 from streamguard.contract import JobStatus
 
@@ -16,6 +16,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(*
 
 PAGE_MAX = 200
 OFFSET_MAX = 1_000_000
+STEP_PAGE_MAX = 2000
 Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="Page size.")]
 #: Checked by decode_cursor (422 `invalid_cursor`), not by the schema, so that every bad
 #: cursor gets the one error code.
@@ -73,3 +74,15 @@ def list_metrics(job: JobDep, session: SessionDep,
                  limit: Limit = 100) -> EpochMetricPage:
     """Per-epoch evaluation records: metrics, prediction distribution, confusion matrix."""
     return service.list_metrics(session=session, job=job, offset=offset, limit=limit)
+
+
+@router.get("/{job_id}/steps", response_model=StepMetricPage, operation_id="listJobSteps",
+            responses=error_responses(404))
+def list_steps(job: JobDep, session: SessionDep,
+               after_step: Annotated[int, Query(ge=0, le=2**31 - 1, description=(
+                   "Only steps after this one (the previous page's `next_after_step`)."))] = 0,
+               limit: Annotated[int, Query(ge=1, le=STEP_PAGE_MAX,
+                                           description="Page size.")] = 500) -> StepMetricPage:
+    """Step metrics (training loss, learning rate, gradient norm) in step order, one row per
+    logged optimizer step; a resumed attempt replaces the rows it ran again."""
+    return service.list_steps(session=session, job=job, after_step=after_step, limit=limit)

@@ -13,6 +13,7 @@ from api.schemas import (
     JobEventPage,
     JobEventRead,
     StatusPayload,
+    StepMetrics,
     TestMetrics,
     WarningPayload,
 )
@@ -36,6 +37,8 @@ def event_data(kind: str, payload: dict[str, Any]) -> Any:
             return CheckpointPayload.model_validate(payload)
         case EventKind.TEST:
             return TestMetrics.from_record(payload)
+        case EventKind.STEP:
+            return StepMetrics.model_validate(payload)
 
 
 def to_read(event: JobEvent) -> Any:

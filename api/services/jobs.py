@@ -23,6 +23,8 @@ from api.schemas import (
     JobRead,
     JobSummary,
     Progress,
+    StepMetricPage,
+    StepMetricRead,
     TestMetrics,
     TransitionRead,
 )
@@ -263,6 +265,16 @@ def read_job(*, session: Session, job: Job) -> JobRead:
                      for t in transitions])
 
 
+def list_steps(*, session: Session, job: Job, after_step: int, limit: int) -> StepMetricPage:
+    rows = metrics_repo.list_steps(session=session, job_id=job.id, after_step=after_step,
+                                   limit=limit + 1)
+    items = [StepMetricRead.model_validate({**row.record, "created_at": row.created_at,
+                                            "updated_at": row.updated_at})
+             for row in rows[:limit]]
+    return StepMetricPage(items=items,
+                          next_after_step=rows[limit - 1].step if len(rows) > limit else None)
+
+
 def list_metrics(*, session: Session, job: Job, offset: int, limit: int) -> EpochMetricPage:
     rows = metrics_repo.list_epochs(session=session, job_id=job.id, offset=offset,
                                     limit=limit + 1)
@@ -276,30 +288,49 @@ def list_metrics(*, session: Session, job: Job, offset: int, limit: int) -> Epoc
 # --- helpers -----------------------------------------------------------------------------------
 
 def eta_seconds(job: Job, now: datetime) -> float | None:
-    """Running time per completed epoch times the epochs left; None unless a worker is running
-    the job right now (status running, lease live) and an epoch has finished.
+    """Running time per optimizer step so far times the steps left (per completed epoch times
+    the epochs left before any step metrics); None unless a worker is running the job right now
+    (status running, lease live) and a step or an epoch has been recorded.
 
     Running time is what the workers accumulated (`run_time_s`, over every attempt) plus the
     time since the current worker's last heartbeat, so waiting in the queue never counts.
     """
     live = job.lease_expires_at is not None and job.lease_expires_at > now
-    if job.status != JobStatus.RUNNING or not live or job.current_epoch <= 0:
+    if job.status != JobStatus.RUNNING or not live:
         return None
     since_beat = (now - job.heartbeat_at).total_seconds() if job.heartbeat_at else 0.0
-    per_epoch = (job.run_time_s + max(0.0, since_beat)) / job.current_epoch
-    return round(max(0.0, per_epoch * (job.total_epochs - job.current_epoch)), 1)
+    ran = job.run_time_s + max(0.0, since_beat)
+    if job.current_step > 0 and job.total_steps:
+        left = ran / job.current_step * (job.total_steps - job.current_step)
+    elif job.current_epoch > 0:
+        left = ran / job.current_epoch * (job.total_epochs - job.current_epoch)
+    else:
+        return None
+    return round(max(0.0, left), 1)
+
+
+def progress(job: Job) -> Progress:
+    epochs = max(job.total_epochs, 1)
+    epoch = min(job.current_epoch, epochs)
+    total = job.total_steps or None
+    step = min(job.current_step, total) if total else job.current_step
+    if job.status == JobStatus.COMPLETED:
+        fraction = 1.0
+    elif total:
+        fraction = max(step / total, epoch / epochs)
+    else:
+        fraction = epoch / epochs
+    return Progress(epoch=epoch, epochs=epochs, step=step, total_steps=total,
+                    percent=round(100.0 * fraction, 1))
 
 
 def _summary_fields(job: Job, now: datetime) -> dict[str, Any]:
-    epochs = max(job.total_epochs, 1)
-    epoch = min(job.current_epoch, epochs)
     config = (job.spec or {}).get("config") or {}
     test = TestMetrics.from_record(job.test_metrics) if job.test_metrics else None
     return {
         "id": job.id, "name": job.name, "status": JobStatus(job.status),
         "outcome_message": job.outcome_message, "cancel_requested": job.cancel_requested,
-        "progress": Progress(epoch=epoch, epochs=epochs,
-                             percent=round(100.0 * epoch / epochs, 1)),
+        "progress": progress(job),
         "eta_s": eta_seconds(job, now), "best_epoch": job.best_epoch,
         "best_metric": job.best_metric,
         "selection_metric": config.get("selection_metric", "f1"), "test_metrics": test,

@@ -16,12 +16,13 @@ from streamguard.db.models import (
     JobEvent,
     JobStatus,
     JobTransition,
+    StepMetric,
     Tenant,
 )
 from streamguard.db.session import make_engine, make_session_factory
 
 __all__ = [
     "TERMINAL_STATUSES", "ApiKey", "Base", "Checkpoint", "Dataset", "EpochMetric", "EventKind",
-    "Job", "JobEvent", "JobStatus", "JobTransition", "Tenant", "make_engine",
+    "Job", "JobEvent", "JobStatus", "JobTransition", "StepMetric", "Tenant", "make_engine",
     "make_session_factory",
 ]

@@ -14,7 +14,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from streamguard.db.jobs import assert_fresh
-from streamguard.db.models import Checkpoint, EpochMetric, EventKind, JobEvent, utcnow
+from streamguard.db.models import (
+    Checkpoint,
+    EpochMetric,
+    EventKind,
+    Job,
+    JobEvent,
+    StepMetric,
+    utcnow,
+)
 from streamguard.db.session import dialect_name
 
 CHECKPOINT_NAMES = ("best", "last")
@@ -46,10 +54,48 @@ def upsert_epoch(*, session: Session, job_id: str, token: int, epoch: int,
                                    "created_at": now, "updated_at": now}, ["job_id", "epoch"])
 
 
+def epoch_recorded(*, session: Session, job_id: str, epoch: int) -> bool:
+    """Whether the job has a record of this epoch already."""
+    return session.scalar(sa.select(sa.literal(True)).where(
+        EpochMetric.job_id == job_id, EpochMetric.epoch == epoch)) is not None
+
+
 def list_epochs(*, session: Session, job_id: str, offset: int = 0,
                 limit: int = 1000) -> list[EpochMetric]:
     return list(session.scalars(sa.select(EpochMetric).where(EpochMetric.job_id == job_id)
                                 .order_by(EpochMetric.epoch).offset(offset).limit(limit)))
+
+
+def upsert_step(*, session: Session, job_id: str, token: int, step: int, epoch: int,
+                record: dict[str, Any], total_steps: int | None = None) -> None:
+    """Fenced insert-or-replace of one optimizer step's metrics; moves the job's current step."""
+    assert_fresh(session=session, job_id=job_id, token=token)
+    now = utcnow()
+    _upsert(session, StepMetric, {"job_id": job_id, "step": step, "epoch": epoch,
+                                  "record": record, "created_at": now, "updated_at": now},
+            ["job_id", "step"])
+    values: dict[str, Any] = {"current_step": step}
+    if total_steps is not None:
+        values["total_steps"] = total_steps
+    session.execute(sa.update(Job).where(Job.id == job_id).values(**values),
+                    execution_options={"synchronize_session": False})
+    cached = session.identity_map.get(session.identity_key(Job, (job_id,)))
+    if cached is not None:
+        session.expire(cached)
+
+
+def step_recorded(*, session: Session, job_id: str, step: int) -> bool:
+    """Whether the job has step metrics at this optimizer step already."""
+    return session.scalar(sa.select(sa.literal(True)).where(
+        StepMetric.job_id == job_id, StepMetric.step == step)) is not None
+
+
+def list_steps(*, session: Session, job_id: str, after_step: int = 0,
+               limit: int = 1000) -> list[StepMetric]:
+    """Step metrics with step > after_step, in step order (keyset paging)."""
+    return list(session.scalars(sa.select(StepMetric)
+                                .where(StepMetric.job_id == job_id, StepMetric.step > after_step)
+                                .order_by(StepMetric.step).limit(limit)))
 
 
 def add_event(*, session: Session, job_id: str, kind: EventKind | str,

@@ -135,6 +135,9 @@ class Job(Base):
     run_time_s: Mapped[float] = mapped_column(sa.Float, default=0.0)
     current_epoch: Mapped[int] = mapped_column(default=0)
     total_epochs: Mapped[int]
+    #: The optimizer step of the latest step metrics, and the run's total (known once running).
+    current_step: Mapped[int] = mapped_column(default=0)
+    total_steps: Mapped[int | None] = mapped_column(default=None)
     best_epoch: Mapped[int | None] = mapped_column(default=None)
     best_metric: Mapped[float | None] = mapped_column(sa.Float, default=None)
     test_metrics: Mapped[dict[str, Any] | None] = mapped_column(default=None)
@@ -169,6 +172,20 @@ class EpochMetric(Base):
     job_id: Mapped[str] = mapped_column(
         sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     epoch: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    record: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StepMetric(Base):
+    """Training loss, learning rate and gradient norm at one optimizer step (every few steps)."""
+
+    __tablename__ = "step_metrics"
+
+    job_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    epoch: Mapped[int]
     record: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

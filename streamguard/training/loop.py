@@ -205,6 +205,8 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         if publisher is not None:
             publisher.load_state_dict(resume_state["callbacks"].get("publisher", {}))
     resumed = EpochTally.resume(device, resume_state)  # position > 0: resume inside an epoch
+    steps_per_epoch = -(-len(train_loader) // config.accumulation_steps)
+    log_every = config.step_interval(steps_per_epoch)
     n_params = sum(p.numel() for p in model.parameters())
     banner = {
         "model": config.model, "parameters": n_params, "device": str(device),
@@ -216,6 +218,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         "warmup_ratio": plan.warmup_ratio, "warmup_steps": plan.warmup_steps,
         "total_steps": plan.total_steps, "mixed_precision": config.mixed_precision.value,
         "start_epoch": start_epoch, "start_batch": resumed.batches_done,
+        "start_step": global_step, "log_every_steps": log_every,
         "config": config.model_dump(mode="json"),
     }
     log.info("model %s: %.2fM parameters on %s", config.model, n_params / 1e6, device)
@@ -265,6 +268,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         model.train()
         t0 = time.perf_counter()
         group_loss = torch.zeros((), device=device, dtype=torch.float32)
+        window_loss, window_steps, window_t0 = 0.0, 0, time.perf_counter()
         if progress:
             from tqdm.auto import tqdm
             batches = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
@@ -297,13 +301,27 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
                 optimizer.zero_grad(set_to_none=True)
                 break
             scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()  # once per optimizer step, never per epoch
             optimizer.zero_grad(set_to_none=True)
             global_step += 1
             tally.batches_done = i + 1  # only ever at an optimizer-step boundary
+            window_loss, window_steps = window_loss + step_loss, window_steps + 1
+            if global_step % log_every == 0 or i + 1 == n_batches:
+                # The same step indices on every attempt: a resumed run replaces, never adds.
+                now, norm = time.perf_counter(), float(grad_norm.item())  # a sync only here
+                sink.log_step({
+                    "step": global_step, "epoch": epoch + 1,
+                    "epoch_progress": (i + 1) / n_batches, "total_steps": plan.total_steps,
+                    "train_loss": window_loss / window_steps,
+                    "lr": float(scheduler.get_last_lr()[0]),
+                    # pre-clip; an fp16 overflow (the scaler skipped that step) reads as null
+                    "grad_norm": norm if math.isfinite(norm) else None,
+                    "samples_per_s": window_steps * effective_batch / max(now - window_t0, 1e-9),
+                })
+                window_loss, window_steps, window_t0 = 0.0, 0, now
             if progress and hasattr(batches, "set_postfix"):
                 batches.set_postfix(loss=f"{step_loss:.4f}",
                                     lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)

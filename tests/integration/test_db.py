@@ -50,7 +50,7 @@ session = db_fixtures.session
 pytestmark = pytest.mark.integration
 
 TABLES = {"tenants", "api_keys", "datasets", "jobs", "job_transitions", "epoch_metrics",
-          "job_events", "checkpoints"}
+          "step_metrics", "job_events", "checkpoints"}
 
 
 def _tables(url: str) -> set[str]:

@@ -33,7 +33,7 @@ from streamguard.db.jobs import (
     list_transitions,
     request_cancel,
 )
-from streamguard.db.metrics import list_checkpoints, list_epochs
+from streamguard.db.metrics import list_checkpoints, list_epochs, list_steps
 from streamguard.db.migrate import upgrade
 from streamguard.db.models import utcnow
 from streamguard.db.tenants import get_or_create_tenant
@@ -174,9 +174,21 @@ def test_train_job_trains_records_and_finishes(world: World) -> None:
     assert statuses == ["queued", "running", "completed"]
     assert events[0].kind == "status" and events[-1].kind == "status"
     assert epoch_events(events) == [1, 2]
-    kinds = [e.kind for e in events if e.kind != "warning"]
+    kinds = [e.kind for e in events if e.kind not in ("warning", "step")]
     # each epoch record is followed by its checkpoint event(s) before the next epoch
     assert kinds[:4] == ["status", "status", "epoch", "checkpoint"]
+    # step metrics: the epoch's steps come before its record, each logged step once
+    steps = [e.payload for e in events if e.kind == "step"]
+    order = [e.kind for e in events]
+    assert steps and steps[0]["epoch"] == 1 and order.index("step") < order.index("epoch")
+    with world.sessions() as session:
+        step_rows = list_steps(session=session, job_id=job_id)
+    assert [r.step for r in step_rows] == [p["step"] for p in steps]
+    assert [r.step for r in step_rows] == sorted({r.step for r in step_rows})
+    total = steps[0]["total_steps"]
+    assert step_rows[-1].step == total and job.current_step == total == job.total_steps
+    assert all(p["train_loss"] > 0 and p["lr"] >= 0 and p["grad_norm"] is not None
+               for p in steps)
     assert kinds[-1] == "status" and kinds.count("epoch") == 2
     assert set(checkpoints) == {"best", "last"} and checkpoints["last"].epoch == 2
     prefix = f"tenants/{job.tenant_id}/jobs/{job_id}/checkpoints/"
@@ -215,6 +227,31 @@ def test_stale_token_cannot_write(world: World) -> None:
     assert train_job.run(job_id) is None
     ((sent_id, countdown),) = world.sent
     assert sent_id == job_id and countdown is not None and 25 < countdown <= 31
+
+
+def test_an_epoch_run_again_after_a_takeover_is_marked_replayed(world: World) -> None:
+    """The race CI found: attempt 1 records epoch 2, then loses the job before epoch 2's
+    checkpoint is the resume point; attempt 2 runs epoch 2 again. One row per epoch stays, and
+    the second epoch-2 event says it replaces the first."""
+    job_id = world.submit()
+    with world.sessions() as session, session.begin():
+        first = claim_job(session=session, job_id=job_id, worker_id="w1", lease_s=30)
+    assert first is not None
+    for epoch in (1, 2):
+        DbMetricSink(world.sessions, job_id, first).log_epoch({"epoch": epoch, "f1": 0.4})
+    world.expire_lease(job_id)
+    with world.sessions() as session, session.begin():
+        second = claim_job(session=session, job_id=job_id, worker_id="w2", lease_s=30)
+    assert second == first + 1
+    for epoch in (2, 3):  # resumed after epoch 1
+        DbMetricSink(world.sessions, job_id, second).log_epoch({"epoch": epoch, "f1": 0.6})
+    events = [e for e in world.events(job_id) if e.kind == "epoch"]
+    assert [(e.payload["epoch"], e.payload.get("replayed", False)) for e in events] == \
+        [(1, False), (2, False), (2, True), (3, False)]
+    with world.sessions() as session:
+        rows = list_epochs(session=session, job_id=job_id)
+    assert [(r.epoch, r.record["f1"], r.record.get("replayed", False)) for r in rows] == \
+        [(1, 0.4, False), (2, 0.6, True), (3, 0.6, False)]
 
 
 def test_job_cancelled_while_queued_never_starts(world: World) -> None:
