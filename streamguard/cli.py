@@ -116,12 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(handler=cmd_train)
 
-    import importlib.util
-    if importlib.util.find_spec("streamguard.cli_data"):
-        from streamguard import cli_data
-        cli_data.register(sub)
-    from streamguard import cli_service
-    cli_service.register(sub)
+    import importlib
+
+    # Each module adds its subcommands: data tools, service (keys, up), the remote client
+    # (datasets, submit, jobs, watch, metrics, cancel, download) and the job report.
+    for name in ("cli_data", "cli_service", "cli_remote", "cli_report"):
+        if importlib.util.find_spec(f"streamguard.{name}"):
+            importlib.import_module(f"streamguard.{name}").register(sub)
     return parser
 
 
