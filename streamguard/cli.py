@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_train)
 
     import importlib
+    import importlib.util
 
     # Each module adds its subcommands: data tools, service (keys, up), the remote client
     # (datasets, submit, jobs, watch, metrics, cancel, download) and the job report.
