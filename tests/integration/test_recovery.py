@@ -47,11 +47,17 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.services.jobs import eta_seconds
-from streamguard.contract import TRAIN_TASK, celery_config, checkpoint_pointer_key, job_prefix
+from streamguard.contract import (
+    TRAIN_TASK,
+    JobConfig,
+    celery_config,
+    checkpoint_pointer_key,
+    job_prefix,
+)
 from streamguard.db import Job, JobEvent, JobStatus
 from streamguard.db import jobs as jobs_repo
 from streamguard.db.datasets import create_dataset
-from streamguard.db.metrics import list_epochs
+from streamguard.db.metrics import list_epochs, list_steps
 from streamguard.db.migrate import upgrade
 from streamguard.db.models import JobTransition, utcnow
 from streamguard.db.session import make_engine, make_session_factory
@@ -356,6 +362,27 @@ def check_invariants(cluster: Cluster, job_id: str, *, epochs: int) -> None:
         with pytest.raises(StaleLease):
             DbMetricSink(cluster.sessions, job_id, token).log_epoch({"epoch": 1, "f1": 0.0})
     assert len(cluster.events(job_id, "epoch")) == len(epoch_events)
+    if job.status == JobStatus.COMPLETED:
+        check_steps(cluster, job_id, epochs)
+
+
+def check_steps(cluster: Cluster, job_id: str, epochs: int) -> None:
+    """One step row for each logged step index of the whole run, none lost or repeated, whatever
+    the workers went through; each index has one first-time event, and a later attempt's events
+    for an index recorded before say `replayed`."""
+    job = cluster.job(job_id)
+    assert job.total_steps and job.total_steps % epochs == 0, job.total_steps
+    per_epoch = job.total_steps // epochs
+    every = JobConfig.model_validate(job.spec["config"]).step_interval(per_epoch)
+    expected = [k for k in range(1, job.total_steps + 1) if k % every == 0 or k % per_epoch == 0]
+    with cluster.sessions() as session:
+        rows = list_steps(session=session, job_id=job_id, limit=10_000)
+    assert [r.step for r in rows] == expected
+    assert [r.epoch for r in rows] == [-(-k // per_epoch) for k in expected]
+    events = [e.payload for e in cluster.events(job_id, "step")]
+    assert sorted(e["step"] for e in events if not e.get("replayed")) == expected
+    replayed = [e["step"] for e in events if e.get("replayed")]
+    assert set(replayed) <= set(expected), replayed
 
 
 def check_pointer(cluster: Cluster, job_id: str, pointer: dict[str, Any] | None,

@@ -237,14 +237,27 @@ def test_an_epoch_run_again_after_a_takeover_is_marked_replayed(world: World) ->
     with world.sessions() as session, session.begin():
         first = claim_job(session=session, job_id=job_id, worker_id="w1", lease_s=30)
     assert first is not None
+    step = {"epoch": 2, "epoch_progress": 0.5, "total_steps": 30, "train_loss": 0.7, "lr": 1e-3,
+            "grad_norm": 1.0, "samples_per_s": 100.0}
     for epoch in (1, 2):
         DbMetricSink(world.sessions, job_id, first).log_epoch({"epoch": epoch, "f1": 0.4})
+    DbMetricSink(world.sessions, job_id, first).log_step({**step, "step": 15})
     world.expire_lease(job_id)
     with world.sessions() as session, session.begin():
         second = claim_job(session=session, job_id=job_id, worker_id="w2", lease_s=30)
     assert second == first + 1
     for epoch in (2, 3):  # resumed after epoch 1
+        DbMetricSink(world.sessions, job_id, second).log_step({**step, "step": epoch * 10 - 5,
+                                                               "epoch": epoch,
+                                                               "train_loss": 0.5})
         DbMetricSink(world.sessions, job_id, second).log_epoch({"epoch": epoch, "f1": 0.6})
+    steps = [(e.payload["step"], e.payload.get("replayed", False))
+             for e in world.events(job_id) if e.kind == "step"]
+    assert steps == [(15, False), (15, True), (25, False)]
+    with world.sessions() as session:
+        step_rows = list_steps(session=session, job_id=job_id)
+    assert [(r.step, r.record["train_loss"]) for r in step_rows] == [(15, 0.5), (25, 0.5)]
+    assert world.job(job_id).current_step == 25 and world.job(job_id).total_steps == 30
     events = [e for e in world.events(job_id) if e.kind == "epoch"]
     assert [(e.payload["epoch"], e.payload.get("replayed", False)) for e in events] == \
         [(1, False), (2, False), (2, True), (3, False)]
