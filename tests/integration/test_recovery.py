@@ -46,7 +46,7 @@ from celery import Celery
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.jobs import eta_seconds
+from api.services.jobs import eta_seconds, progress
 from streamguard.contract import (
     TRAIN_TASK,
     JobConfig,
@@ -57,7 +57,7 @@ from streamguard.contract import (
 from streamguard.db import Job, JobEvent, JobStatus
 from streamguard.db import jobs as jobs_repo
 from streamguard.db.datasets import create_dataset
-from streamguard.db.metrics import list_epochs, list_steps
+from streamguard.db.metrics import list_epochs, list_steps, upsert_step
 from streamguard.db.migrate import upgrade
 from streamguard.db.models import JobTransition, utcnow
 from streamguard.db.session import make_engine, make_session_factory
@@ -578,6 +578,13 @@ def test_running_time_and_eta_count_only_a_live_worker(session: Session) -> None
     # 30 s of running time for 1 epoch of 3: 60 s left (plus nothing since the last beat)
     assert eta_seconds(job, now + timedelta(seconds=30)) == pytest.approx(60.0)
     assert eta_seconds(job, now + timedelta(seconds=95)) is None  # lease expired: nobody runs it
+    # once step metrics arrive, the rate per optimizer step decides: 30 s for 50 of 120 steps
+    upsert_step(session=session, job_id=job.id, token=token, step=50, epoch=2, record={},
+                total_steps=120)
+    session.refresh(job)
+    assert eta_seconds(job, now + timedelta(seconds=30)) == pytest.approx(42.0)
+    assert progress(job).model_dump() == {"epoch": 1, "epochs": 3, "step": 50,
+                                          "total_steps": 120, "percent": 41.7}
     jobs_repo.finish_job(session=session, job_id=job.id, token=token, status="timed_out",
                          message="limit", run_time_s=2.5)
     session.refresh(job)
