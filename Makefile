@@ -1,6 +1,6 @@
 # StreamGuard developer targets. `make up` runs the service with a demo job; `make test` runs
 # every test (PostgreSQL and Redis are started when down).
-.PHONY: install up test unit lint bench train-devign openapi
+.PHONY: install up test unit lint bench train-devign openapi client
 
 install:
 	bash scripts/install.sh
@@ -31,3 +31,8 @@ train-devign: install
 # fails until it matches).
 openapi: install
 	.venv/bin/python -m api.openapi > docs/openapi.json
+
+# Regenerate the typed Python client clients/python from docs/openapi.json
+# (tests/unit/test_client_drift.py fails until it matches).
+client: install
+	bash scripts/gen_client.sh
