@@ -341,10 +341,40 @@ def test_metrics_are_paged(api: ApiHarness) -> None:
     assert [m["epoch"] for m in rest["items"]] == [3] and rest["next_offset"] is None
 
 
+def test_steps_are_paged_by_step_and_streamed_typed(api: ApiHarness) -> None:
+    from worker.sinks import DbMetricSink
+
+    job_id = submit(api, api.job_body()).json()["id"]
+    token = run_job(api, job_id)
+    sink = DbMetricSink(api.sessions, job_id, token)
+    for step in (5, 10, 15):
+        sink.log_step({"step": step, "epoch": 1 + (step > 10), "epoch_progress": 0.5,
+                       "total_steps": 20, "train_loss": 1.0 / step, "lr": 1e-4,
+                       "grad_norm": None if step == 15 else 2.5, "samples_per_s": 80.0})
+    url = f"/v1/jobs/{job_id}/steps"
+    page = api.client.get(url, params={"limit": 2}, headers=api.auth()).json()
+    assert [s["step"] for s in page["items"]] == [5, 10] and page["next_after_step"] == 10
+    assert page["items"][0]["train_loss"] == pytest.approx(0.2)
+    assert page["items"][0]["grad_norm"] == 2.5 and page["items"][0]["replayed"] is False
+    rest = api.client.get(url, params={"after_step": 10}, headers=api.auth()).json()
+    assert [(s["step"], s["epoch"], s["grad_norm"]) for s in rest["items"]] == [(15, 2, None)]
+    assert rest["next_after_step"] is None
+    job = api.client.get(f"/v1/jobs/{job_id}", headers=api.auth()).json()
+    assert job["progress"] | {"percent": None} == {"epoch": 0, "epochs": 2, "step": 15,
+                                                   "total_steps": 20, "percent": None}
+    assert job["progress"]["percent"] == 75.0
+    history = api.client.get(f"/v1/jobs/{job_id}/events/history", headers=api.auth()).json()
+    steps = [e for e in history["items"] if e["kind"] == "step"]
+    assert [e["data"]["step"] for e in steps] == [5, 10, 15]
+    bad = api.client.get(url, params={"after_step": -1}, headers=api.auth())
+    assert bad.status_code == 422 and error_of(bad)["field"] == "after_step"
+    assert api.client.get(url, headers=api.auth("b")).status_code == 404
+
+
 def test_every_job_route_hides_other_tenants_jobs(api: ApiHarness) -> None:
     job_id = submit(api, api.job_body()).json()["id"]
     for method, path in [("GET", ""), ("POST", "/cancel"), ("GET", "/metrics"),
-                         ("GET", "/events"), ("GET", "/checkpoints"),
+                         ("GET", "/steps"), ("GET", "/events"), ("GET", "/checkpoints"),
                          ("GET", "/checkpoints/best/download")]:
         response = api.client.request(method, f"/v1/jobs/{job_id}{path}", headers=api.auth("b"))
         assert response.status_code == 404, (path, response.text)
