@@ -10,7 +10,8 @@ three generated datasets (`File`), submit a typed `JobCreate` with its `JobConfi
 `getJob` to the end, read epoch metrics (typed numbers, `PredictionDistribution`,
 `ConfusionMatrix`) and step metrics (`StepMetricRead`, paged by `next_after_step`), the typed
 event history (`step` events included) and the SSE stream, list checkpoints and download `best`
-(its sha256 is the listed one). Errors come back parsed as the generated `ErrorResponse`.
+(its sha256 is the listed one). Errors come back parsed as the generated `ErrorResponse`. The
+example in docs/client.md runs as written, against this service.
 
 Run: .venv/bin/pytest tests/integration/test_generated_client.py
 """
@@ -36,6 +37,7 @@ from tests.integration.client_fixtures import jsonl, split_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ROOT = REPO_ROOT / "clients" / "python"
+DOCS_CLIENT = REPO_ROOT / "docs" / "client.md"
 if str(CLIENT_ROOT) not in sys.path:
     sys.path.insert(0, str(CLIENT_ROOT))
 
@@ -330,3 +332,25 @@ def test_generated_client_parses_errors(service: tuple[str, str, Proc]) -> None:
                                                  last_event_id_header="not-a-number")
     assert bad_resume.status_code == 422 and isinstance(bad_resume.parsed, models.ErrorResponse)
     assert bad_resume.parsed.error.field == "Last-Event-ID"
+
+
+@pytest.mark.timeout(300)
+def test_docs_client_example_runs(service: tuple[str, str, Proc], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/client.md's example, with this service's URL and key and small generated data."""
+    url, key, _ = service
+    match = re.search(r"```python\n(.*?)```", DOCS_CLIENT.read_text(), re.S)
+    assert match is not None, f"{DOCS_CLIENT} has no python example"
+    code = match.group(1)
+    for placeholder in ('"http://127.0.0.1:8000"', '"sg_..."'):
+        assert placeholder in code, f"docs/client.md's example lost {placeholder}"
+    code = code.replace('"http://127.0.0.1:8000"', repr(url)).replace('"sg_..."', repr(key))
+    (tmp_path / "train.jsonl").write_bytes(jsonl(split_rows("train", 320)))
+    (tmp_path / "valid.jsonl").write_bytes(jsonl(split_rows("val", 80)))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, str(DOCS_CLIENT), "exec"), {"__name__": "docs_client_example"})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and lines[0].split()[0] in TERMINAL, lines
+    assert any(line.startswith("epoch 1 f1 ") for line in lines), lines
+    assert any(line.startswith("step ") for line in lines), lines
