@@ -3,7 +3,8 @@
 # checked-in OpenAPI document (docs/openapi.json) with openapi-python-client, pinned in
 # pyproject's dev extra, and its config clients/python/openapi-python-client.yaml.
 #
-# Usage: scripts/gen_client.sh [OUT_DIR]      (`make client`; OUT_DIR defaults to clients/python)
+# Usage: scripts/gen_client.sh [OUT_DIR [DOCUMENT]]     (`make client`: clients/python from
+#        docs/openapi.json; another DOCUMENT is for checking, e.g. `git show HEAD:docs/openapi.json`)
 #
 # Idempotent: the same document, generator and ruff write the same files. The drift test
 # (tests/unit/test_client_drift.py) runs this script into a temp dir and compares the result with
@@ -12,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 out=${1:-clients/python}
+document=${2:-docs/openapi.json}
 config=clients/python/openapi-python-client.yaml
 generator=$root/.venv/bin/openapi-python-client
 [ -x "$generator" ] || { echo "gen_client: $generator missing: run scripts/install.sh" >&2; exit 1; }
@@ -24,7 +26,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp "$config" "$work/openapi-python-client.yaml"
 # The generator's post-hooks call `ruff` by name: the venv's, not whichever is on PATH.
-if ! PATH="$root/.venv/bin:$PATH" "$generator" generate --path docs/openapi.json --meta pdm \
+if ! PATH="$root/.venv/bin:$PATH" "$generator" generate --path "$document" --meta pdm \
     --config "$work/openapi-python-client.yaml" --output-path "$work/client" >"$work/log" 2>&1; then
   cat "$work/log" >&2
   exit 1
@@ -66,4 +68,4 @@ cp "$work/openapi-python-client.yaml" "$work/client/openapi-python-client.yaml"
 mkdir -p "$out"
 find "$out" -mindepth 1 -maxdepth 1 ! -name '*.egg-info' -exec rm -rf {} +
 cp -R "$work/client/." "$out/"
-echo "gen_client: wrote $out from docs/openapi.json"
+echo "gen_client: wrote $out from $document"
