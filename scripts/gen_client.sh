@@ -4,7 +4,8 @@
 # pyproject's dev extra, and its config clients/python/openapi-python-client.yaml.
 #
 # Usage: scripts/gen_client.sh [OUT_DIR [DOCUMENT]]     (`make client`: clients/python from
-#        docs/openapi.json; another DOCUMENT is for checking, e.g. `git show HEAD:docs/openapi.json`)
+#        docs/openapi.json; another DOCUMENT is for checking, e.g. `git show HEAD:docs/openapi.json`;
+#        relative paths are from the repository root)
 #
 # Idempotent: the same document, generator and ruff write the same files. The drift test
 # (tests/unit/test_client_drift.py) runs this script into a temp dir and compares the result with
