@@ -95,14 +95,19 @@ def collect_remote(client: httpx.Client, job_id: str) -> ReportData:
         ReportError: the server answered an error (its `error.message` is quoted) or is down.
     """
     base = f"/v1/jobs/{job_id}"
-    job = _get(client, base)
-    epochs = list(_pages(client, f"{base}/metrics", "offset", "next_offset", PAGE["metrics"]))
-    steps = list(_pages(client, f"{base}/steps", "after_step", "next_after_step",
-                        PAGE["steps"]))
-    warnings = [e["data"] for e in _pages(client, f"{base}/events/history", "after_id",
-                                          "next_after_id", PAGE["events"])
-                if e.get("kind") == "warning"]
-    return ReportData(job=job, epochs=epochs, steps=steps, warnings=warnings)
+    try:
+        job = _get(client, base)
+        epochs = list(_pages(client, f"{base}/metrics", "offset", "next_offset",
+                             PAGE["metrics"]))
+        steps = list(_pages(client, f"{base}/steps", "after_step", "next_after_step",
+                            PAGE["steps"]))
+        warnings = [e["data"] for e in _pages(client, f"{base}/events/history", "after_id",
+                                              "next_after_id", PAGE["events"])
+                    if e.get("kind") == "warning"]
+    except (KeyError, TypeError, ValueError) as exc:  # ValueError: a body that is not JSON
+        raise ReportError(f"{client.base_url} answered in an unexpected shape ({exc!r}); is "
+                          "it a StreamGuard server?") from None
+    return ReportData(job=dict(job), epochs=epochs, steps=steps, warnings=warnings)
 
 
 def _json_file(path: Path) -> Any:

@@ -197,6 +197,13 @@ def test_collect_remote_quotes_the_servers_error_message() -> None:
         collect_remote(client, "cd" * 16)
 
 
+def test_collect_remote_refuses_a_server_that_is_not_streamguard() -> None:
+    html = httpx.MockTransport(lambda _request: httpx.Response(200, text="<html>hi</html>"))
+    with httpx.Client(base_url="http://sg", transport=html) as client, \
+            pytest.raises(ReportError, match="unexpected shape"):
+        collect_remote(client, JOB_ID)
+
+
 def write_run(out: Path, data: ReportData) -> None:
     """A `streamguard train --output-dir` as the trainer leaves it (JsonlSink, result.json)."""
     out.mkdir()
