@@ -10,8 +10,8 @@ three generated datasets (`File`), submit a typed `JobCreate` with its `JobConfi
 `getJob` to the end, read epoch metrics (typed numbers, `PredictionDistribution`,
 `ConfusionMatrix`) and step metrics (`StepMetricRead`, paged by `next_after_step`), the typed
 event history (`step` events included) and the SSE stream, list checkpoints and download `best`
-(its sha256 is the listed one). Errors come back parsed as the generated `ErrorResponse`. The
-example in docs/client.md runs as written, against this service.
+(its sha256 is the listed one), and get the PNG report (`File`). Errors come back parsed as the
+generated `ErrorResponse`. The example in docs/client.md runs as written, against this service.
 
 Run: .venv/bin/pytest tests/integration/test_generated_client.py
 """
@@ -54,6 +54,7 @@ from streamguard_client.api.jobs import (  # noqa: E402
     cancel_job,
     create_job,
     get_job,
+    get_job_report,
     list_job_metrics,
     list_job_steps,
     list_jobs,
@@ -277,6 +278,12 @@ def test_generated_client_trains_follows_and_downloads(service: tuple[str, str, 
         job.id, models.HeadCheckpointDownloadName.BEST, client=client)
     assert head.status_code == 200 and int(head.headers["content-length"]) == best.size_bytes
 
+    # the report: a PNG, through the generated File (image/png is read as binary)
+    report = get_job_report.sync_detailed(job.id, client=client)
+    assert report.status_code == 200 and report.headers["content-type"] == "image/png"
+    assert isinstance(report.parsed, File), type(report.parsed)
+    assert report.parsed.payload.read().startswith(b"\x89PNG\r\n\x1a\n")
+
     listed_jobs = list_jobs.sync(client=client, status=models.JobStatus.COMPLETED)
     assert isinstance(listed_jobs, models.JobPage)
     assert [j.id for j in listed_jobs.items] == [job.id]
@@ -316,6 +323,8 @@ def test_generated_client_parses_errors(service: tuple[str, str, Proc]) -> None:
 
     missing = get_job.sync("0" * 32, client=client)
     assert isinstance(missing, models.ErrorResponse) and missing.error.code == "not_found"
+    no_report = get_job_report.sync("0" * 32, client=client)
+    assert isinstance(no_report, models.ErrorResponse) and no_report.error.code == "not_found"
     bad_page = list_jobs.sync(client=client, cursor="not-a-cursor")
     assert isinstance(bad_page, models.ErrorResponse)
     assert bad_page.error.code == "invalid_cursor" and bad_page.error.field == "cursor"
