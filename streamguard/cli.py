@@ -51,7 +51,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                            help=help_text)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_fields_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given: the `--config` JSON file, then the flags (flags win); values
+    are still text, for TrainConfig (`train`) or JobConfig (`submit`) to parse."""
     data: dict[str, Any] = {}
     if getattr(args, "config", None):
         data.update(json.loads(Path(args.config).read_text()))
@@ -59,7 +61,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, name, None)
         if value is not None:
             data[name] = value
-    return parse_train_config(data)
+    return data
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return parse_train_config(config_fields_from_args(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
