@@ -111,6 +111,9 @@ class EpochTally:
     samples: int = 0
     batches_done: int = 0  # micro-batches of this epoch behind the last optimizer step
     time_s: float = 0.0
+    # optimizer-step losses since the last step metrics (their mean is the next point's loss)
+    window_loss: float = 0.0
+    window_steps: int = 0
 
     @classmethod
     def resume(cls, device: torch.device, state: Mapping[str, Any] | None) -> EpochTally:
@@ -119,11 +122,13 @@ class EpochTally:
             return cls(torch.zeros((), device=device, dtype=torch.float64))
         return cls(state["epoch_loss_sum"].to(device, torch.float64),
                    int(state["epoch_samples"]), int(state["batches_done_in_epoch"]),
-                   float(state["epoch_time_s"]))
+                   float(state["epoch_time_s"]), float(state.get("step_window_loss", 0.0)),
+                   int(state.get("step_window_steps", 0)))
 
     def state_dict(self) -> dict[str, Any]:
         return {"batches_done_in_epoch": self.batches_done, "epoch_samples": self.samples,
-                "epoch_loss_sum": self.loss_sum.detach().cpu(), "epoch_time_s": self.time_s}
+                "epoch_loss_sum": self.loss_sum.detach().cpu(), "epoch_time_s": self.time_s,
+                "step_window_loss": self.window_loss, "step_window_steps": self.window_steps}
 
 
 def _epoch_batches(loader: DataLoader[Batch], epoch: int, start_batch: int) -> Iterable[Batch]:
@@ -268,7 +273,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         model.train()
         t0 = time.perf_counter()
         group_loss = torch.zeros((), device=device, dtype=torch.float32)
-        window_loss, window_steps, window_t0 = 0.0, 0, time.perf_counter()
+        window_t0 = time.perf_counter()
         if progress:
             from tqdm.auto import tqdm
             batches = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
@@ -308,20 +313,22 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
             optimizer.zero_grad(set_to_none=True)
             global_step += 1
             tally.batches_done = i + 1  # only ever at an optimizer-step boundary
-            window_loss, window_steps = window_loss + step_loss, window_steps + 1
+            tally.window_loss += step_loss
+            tally.window_steps += 1
             if global_step % log_every == 0 or i + 1 == n_batches:
                 # The same step indices on every attempt: a resumed run replaces, never adds.
                 now, norm = time.perf_counter(), float(grad_norm.item())  # a sync only here
                 sink.log_step({
                     "step": global_step, "epoch": epoch + 1,
                     "epoch_progress": (i + 1) / n_batches, "total_steps": plan.total_steps,
-                    "train_loss": window_loss / window_steps,
+                    "train_loss": tally.window_loss / tally.window_steps,
                     "lr": float(scheduler.get_last_lr()[0]),
                     # pre-clip; an fp16 overflow (the scaler skipped that step) reads as null
                     "grad_norm": norm if math.isfinite(norm) else None,
-                    "samples_per_s": window_steps * effective_batch / max(now - window_t0, 1e-9),
+                    "samples_per_s": tally.window_steps * effective_batch
+                    / max(now - window_t0, 1e-9),
                 })
-                window_loss, window_steps, window_t0 = 0.0, 0, now
+                tally.window_loss, tally.window_steps, window_t0 = 0.0, 0, now
             if progress and hasattr(batches, "set_postfix"):
                 batches.set_postfix(loss=f"{step_loss:.4f}",
                                     lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)

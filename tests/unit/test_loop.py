@@ -62,6 +62,15 @@ def test_run_writes_checkpoints_records_and_model(splits, tmp_path):
                                                          abs=1e-4)
     assert result.best_epoch is not None and result.test_metrics is not None
     assert sink.outcome == ("completed", "completed 2 epoch(s)")
+    # step metrics: 150 optimizer steps an epoch, default ~20 points an epoch -> every 8 steps,
+    # plus each epoch's last step; the same indices on any resumed run
+    expected = [k for k in range(1, 301) if k % 8 == 0 or k % 150 == 0]
+    assert [r["step"] for r in sink.steps] == expected
+    assert [r["epoch"] for r in sink.steps] == [1 if k <= 150 else 2 for k in expected]
+    assert sink.steps[-1]["epoch_progress"] == 1.0 and sink.steps[-1]["total_steps"] == 300
+    assert sink.steps[-1]["lr"] == pytest.approx(sink.epochs[-1]["lr"])
+    assert all(r["train_loss"] > 0 and r["grad_norm"] > 0 and r["samples_per_s"] > 0
+               for r in sink.steps)
     for name in ("best", "last"):
         assert (tmp_path / "checkpoints" / name / "training_state.pt").is_file()
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
@@ -90,6 +99,7 @@ def test_resume_gives_identical_weights(splits, tmp_path):
     resumed = run(cfg, train_path=splits["train"], val_path=splits["val"],
                   work_dir=tmp_path / "b", sink=sink)
     assert sink.config["start_epoch"] == 1 and [r["epoch"] for r in sink.epochs] == [2]
+    assert sink.config["start_step"] == 150 and sink.steps[0]["step"] == 152  # 19 x 8
     assert resumed.global_step == straight.global_step
     a = load_file(tmp_path / "a" / "checkpoints" / "last" / "model.safetensors")
     b = load_file(tmp_path / "b" / "checkpoints" / "last" / "model.safetensors")
@@ -199,5 +209,6 @@ def test_accumulation_counts_optimizer_steps_and_schedule_ends_at_zero(splits, t
     result = run(cfg, train_path=splits["train"], val_path=splits["val"], work_dir=tmp_path,
                  sink=sink)
     assert sink.config["total_steps"] == 22 and result.global_step == 22
+    assert [r["step"] for r in sink.steps] == list(range(2, 23, 2))  # ceil(22 / 20) = 2
     assert sink.config["effective_batch"] == 56
     assert sink.epochs[-1]["lr"] == 0.0

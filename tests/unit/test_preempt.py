@@ -31,7 +31,8 @@ from tests.unit.test_loop import write_splits
 CFG = {"model": "tiny", "max_seq_len": 64, "tokenizer_vocab_size": 600, "batch_size": 4,
        "lr": 1e-3, "epochs": 2, "early_stopping_patience": 0}
 STEPS_PER_EPOCH = 200
-TIMING = ("epoch_time_s", "train_samples_per_s")  # the only fields allowed to differ
+#: the only fields allowed to differ
+TIMING = ("epoch_time_s", "train_samples_per_s", "samples_per_s")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -162,6 +163,10 @@ def test_preempted_mid_epoch_2_resumes_to_the_uninterrupted_result(splits, strai
     assert_same_state(reference, tmp_path)
     assert without_timing(jsonl(tmp_path / "metrics.jsonl")) == \
         without_timing(jsonl(reference / "metrics.jsonl"))
+    # step metrics too: the same indices and values as the uninterrupted run (the loss window
+    # open at the preemption is saved with the checkpoint)
+    assert without_timing(jsonl(tmp_path / "steps.jsonl")) == \
+        without_timing(jsonl(reference / "steps.jsonl"))
     assert second.test_metrics == expected.test_metrics and second.best_epoch == expected.best_epoch
     # the mid-epoch folder was deleted once no pointer named it: same versions as the reference
     assert versions(store) == versions(LocalArtifactStore(reference / "store"))
