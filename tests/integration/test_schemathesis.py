@@ -142,7 +142,7 @@ def add_links(doc: dict[str, Any], val_dataset_id: str) -> dict[str, Any]:
          parameters={"path.job_id": "$response.body#/items/0/id"})
     for status in ("201", "200"):  # created, or an idempotent replay
         for name, op in (("GetJob", "getJob"), ("ListMetrics", "listJobMetrics"),
-                         ("ListSteps", "listJobSteps"),
+                         ("ListSteps", "listJobSteps"), ("GetReport", "getJobReport"),
                          ("ListEvents", "listJobEvents"), ("StreamEvents", "streamJobEvents"),
                          ("CancelJob", "cancelJob")):
             link("/v1/jobs", "post", status, name, operationId=op, parameters=job_id)
