@@ -59,7 +59,7 @@ SEED = 20240617
 #: coverage phase about 4,000 cases, a minute on two shared cores.
 MAX_EXAMPLES = 200
 STATEFUL_MAX_EXAMPLES = 300
-STATEFUL_MAX_STEPS = 10
+STATEFUL_MAX_STEPS = 16
 #: A job config small enough to be valid everywhere (the link bodies use it).
 TINY = {"model": "tiny", "epochs": 1, "batch_size": 8, "max_seq_len": 64}
 
