@@ -13,10 +13,10 @@ export const COLORS = {
 const INTEGER_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000,
   10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000];
 
-/** A short y-axis label: 3 significant digits, exponent only below 1e-4 ("5.0e-5"). */
+/** A short y-axis label: 3 significant digits, an exponent below 1e-3 ("7.5e-4"). */
 function tick(t) {
   if (t === null || t === undefined) return "";
-  if (t !== 0 && Math.abs(t) < 1e-4) return t.toExponential(1);
+  if (t !== 0 && Math.abs(t) < 1e-3) return t.toExponential(1);
   return String(Number(t.toPrecision(3)));
 }
 
@@ -73,7 +73,7 @@ export class LineChart {
         // epochs and steps are whole numbers: no 1.5-epoch ticks
         { label: xLabel, labelSize: 18, size: 36, incrs: INTEGER_INCRS,
           values: (u, ticks) => ticks.map((t) => fmt.num(t)) },
-        { size: 60, values: (u, ticks) => ticks.map(tick) },
+        { size: 64, values: (u, ticks) => ticks.map(tick) },
       ],
       series: [
         { label: xLabel, value: (u, v) => (v === null || v === undefined ? "–" : fmt.num(v)) },
