@@ -347,9 +347,15 @@ def test_dashboard_trains_watches_downloads_and_shows_collapse(
         phone.goto(f"{service.base_url}/ui/#/jobs/{good_id}")
     phone.get_by_test_id("connection").filter(has_text="finished").wait_for()
     phone.wait_for_timeout(500)
-    overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 1, f"the phone layout is {overflow}px wider than the screen"
-    shot(phone, artifacts, "05-job-phone")
+    for name, ready in (("05-job-phone", None),
+                        ("06-jobs-phone", "[data-testid=jobs-body] tr[data-job-id]"),
+                        ("07-new-job-phone", "[data-field='config.lr'] input")):
+        if ready:
+            phone.goto(f"{service.base_url}/ui/#/{'jobs' if 'jobs' in name else 'new'}")
+            phone.locator(ready).first.wait_for()
+        overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{name}: the phone layout is {overflow}px wider than the screen"
+        shot(phone, artifacts, name)
     phone.close()
 
     # --- throughout: no console errors, the key in no URL, every /v1 call authenticated -------
