@@ -50,6 +50,7 @@ from streamguard.remote import (
     download_verified,
     make_client,
     request,
+    request_patiently,
     unreachable,
 )
 from streamguard.spec import describe_validation_error
@@ -232,13 +233,15 @@ class WatchPrinter:
         self.header_done = False
         self.warned: set[tuple[int, str]] = set()
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, *, err: bool = False) -> None:
+        """One line on stdout (stderr with `err`), above the bar if there is one."""
+        file = self.err if err else self.out
         if self.bar is not None:
             from tqdm import tqdm
 
-            tqdm.write(text, file=self.out)
+            tqdm.write(text, file=file)
         else:
-            say(text, self.out)
+            say(text, file)
 
     def handle(self, event: Event) -> None:
         d = event.data
@@ -257,7 +260,8 @@ class WatchPrinter:
                 self.line(f"      WARNING epoch {d['epoch']}: {d['message']}")
         elif event.kind == "status":
             origin = f" (from {d['from']})" if d.get("from") else ""
-            attempt = f" attempt {d['attempt']}" if d.get("attempt") else ""
+            attempt = f" attempt {d['attempt']}" if d.get("attempt") and \
+                "attempt" not in str(d.get("reason")) else ""
             reason = f": {d['reason']}" if d.get("reason") else ""
             self.line(f"status  {d['status']}{origin}{attempt}{reason}")
         elif event.kind == "checkpoint":
@@ -296,16 +300,16 @@ class WatchPrinter:
 
 def follow(client: httpx.Client, job_id: str, args: argparse.Namespace) -> int:
     """Print the job's events until it ends; its exit code (WATCH_EXIT)."""
-    job = request(client, "GET", f"/v1/jobs/{job_id}")
     jsonl = getattr(args, "jsonl", False)
-    printer = WatchPrinter(progress=not (args.no_progress or jsonl),
-                           epochs=int(job["config"]["epochs"]))
+    printer = WatchPrinter(progress=not (args.no_progress or jsonl))
 
-    def notice(text: str) -> None:  # reconnects: stderr in --jsonl mode, stdout isn't JSON
-        if jsonl:
-            say(f"streamguard: {text}", sys.stderr)
-        else:
-            printer.line(f"streamguard: {text}")
+    def notice(text: str) -> None:  # reconnects: stderr, stdout is the job's story
+        printer.line(f"streamguard: {text}", err=True)
+
+    # a server restarting now is waited for, as a dropped stream is
+    job = request_patiently(client, f"/v1/jobs/{job_id}", patience_s=args.reconnect_s,
+                            notice=notice)
+    printer.epochs = int(job["config"]["epochs"])
 
     if not jsonl:
         name = f" '{job['name']}'" if job.get("name") else ""

@@ -153,6 +153,28 @@ def request(client: httpx.Client, method: str, path: str, **kw: Any) -> Any:
     return check(response).json()
 
 
+def request_patiently(client: httpx.Client, path: str, *, patience_s: float,
+                      notice: Callable[[str], None] = lambda _text: None,
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> Any:
+    """GET `path`, retrying with backoff while the server is unreachable or answers
+    502/503/504/429 (a restart), for up to `patience_s`; other refusals raise at once."""
+    start, delay, told = clock(), BACKOFF_FIRST_S, None
+    while True:
+        try:
+            return request(client, "GET", path)
+        except (ServerUnreachable, ApiError) as exc:
+            if isinstance(exc, ApiError) and exc.status not in RETRYABLE_STATUS:
+                raise
+            if clock() - start + delay > patience_s:
+                raise
+            if exc.message != told:
+                notice(f"{exc.message}; retrying for up to {patience_s:.0f} s")
+                told = exc.message
+            sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+
 # --- Server-Sent Events --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -228,6 +250,7 @@ class EventFollower:
 
     def events(self) -> Iterator[Event]:
         outage_since: float | None = None
+        told: str | None = None  # the reason last printed in this outage: print each once
         delay = BACKOFF_FIRST_S
         path = f"/v1/jobs/{self.job_id}/events"
         while True:
@@ -241,7 +264,8 @@ class EventFollower:
                         raise _Retry(f"HTTP {response.status_code}")
                     check(response)  # 401, 404, ...: not worth retrying
                     if outage_since is not None:
-                        self.notice(f"reconnected (Last-Event-ID {self.last_id})")
+                        self.notice(f"reconnected after {self.clock() - outage_since:.0f} s "
+                                    f"(Last-Event-ID {self.last_id})")
                     parser = SseParser()
                     for line in response.iter_lines():
                         if not received:  # a ping or an event: this connection works
@@ -258,18 +282,22 @@ class EventFollower:
                     yield from ended
                     return
             except httpx.TransportError as exc:
-                reason = str(unreachable(str(self.client.base_url).rstrip("/"), exc).message)
+                reason = drop_reason(exc)
             except _Retry as exc:
                 reason = str(exc)
             now = self.clock()
-            outage_since = now if outage_since is None else outage_since
+            if outage_since is None:
+                outage_since, told = now, None
             if now - outage_since >= self.reconnect_s:
-                raise ServerUnreachable(f"lost the event stream of job {self.job_id} and could "
-                                        f"not get it back within {self.reconnect_s:.0f} s "
-                                        f"({reason}); `streamguard watch {self.job_id}` "
-                                        "follows it again")
-            after = "" if self.last_id is None else f" with Last-Event-ID {self.last_id}"
-            self.notice(f"stream lost ({reason}); reconnecting in {delay:.1f} s{after}")
+                raise ServerUnreachable(
+                    f"lost the event stream of job {self.job_id} at {self.client.base_url} and "
+                    f"could not get it back within {self.reconnect_s:.0f} s ({reason}); "
+                    f"`streamguard watch {self.job_id}` follows it again")
+            if reason != told:
+                after = "" if self.last_id is None else f" with Last-Event-ID {self.last_id}"
+                self.notice(f"stream lost ({reason}); reconnecting{after} for up to "
+                            f"{self.reconnect_s:.0f} s")
+                told = reason
             self.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
 
@@ -305,6 +333,19 @@ class EventFollower:
             out.append(Event(self.last_id or 0, "status", {
                 "status": job["status"], "from": None, "reason": job["outcome_message"] or ""}))
         return out
+
+
+def drop_reason(exc: httpx.TransportError) -> str:
+    """Why a stream dropped, in a few words."""
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused: the server is not answering"
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"no data for {STREAM_READ_TIMEOUT_S:.0f} s"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection"
+    return str(exc) or type(exc).__name__
 
 
 class _Retry(Exception):

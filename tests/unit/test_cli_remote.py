@@ -45,6 +45,7 @@ from streamguard.remote import (
     api_error,
     download_verified,
     parse_sse,
+    request_patiently,
 )
 from tests.e2e.harness import free_port
 
@@ -234,8 +235,11 @@ def test_follower_resumes_with_last_event_id_and_never_repeats_an_event() -> Non
     f, notices = follower(server)
     assert [e.id for e in f.events()] == [1, 2, 3, 4]
     assert server.last_ids == [None, "2", "2", "2"]
-    assert any("Last-Event-ID 2" in n and "reconnecting" in n for n in notices)
-    assert notices[-1] == "reconnected (Last-Event-ID 2)"
+    assert notices[0] == ("stream lost (the server closed the stream); reconnecting with "
+                          "Last-Event-ID 2 for up to 120 s")
+    assert "connection refused" in notices[1] and "HTTP 503" in notices[2]
+    assert len(notices) == 4
+    assert notices[-1] == "reconnected after 4 s (Last-Event-ID 2)"  # slept 0.5 + 1 + 2 s
 
 
 def test_follower_gives_up_after_reconnect_s_of_outage() -> None:
@@ -246,8 +250,8 @@ def test_follower_gives_up_after_reconnect_s_of_outage() -> None:
         for event in f.events():
             seen.append(event.id)
     assert seen == [1]
-    assert len(server.last_ids) < 12  # backoff, not a busy loop
-    assert "reconnecting in 5.0 s" in notices[-1]  # capped
+    assert 3 < len(server.last_ids) < 8  # backoff 0.5, 1, 2, 4, 5 s: not a busy loop
+    assert len(notices) == 2  # each reason once, not one line per attempt
 
 
 def test_follower_ends_a_closed_stream_of_a_finished_job_from_the_job() -> None:
@@ -264,6 +268,34 @@ def test_follower_does_not_retry_a_refusal() -> None:
     f, _ = follower(server)
     with pytest.raises(ApiError, match="job not found"):
         list(f.events())
+
+
+def test_the_first_request_of_watch_waits_for_a_restarting_server() -> None:
+    answers: list[Any] = [httpx.ConnectError("refused"), httpx.Response(503, json={}),
+                          httpx.Response(200, json={"id": JOB})]
+
+    def handle(_request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    client = httpx.Client(base_url="http://sg.test", transport=httpx.MockTransport(handle))
+    notices: list[str] = []
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    kw: dict[str, Any] = {"notice": notices.append, "sleep": sleep, "clock": lambda: now[0]}
+    assert request_patiently(client, "/v1/jobs/x", patience_s=60, **kw) == {"id": JOB}
+    assert len(notices) == 2 and "cannot reach" in notices[0] and "HTTP 503" in notices[1]
+    answers[:] = [httpx.Response(404, json={"error": {"message": "job not found"}})]
+    with pytest.raises(ApiError, match="job not found"):
+        request_patiently(client, "/v1/jobs/x", patience_s=60, **kw)
+    answers[:] = [httpx.ConnectError("refused")] * 20
+    with pytest.raises(ServerUnreachable):
+        request_patiently(client, "/v1/jobs/x", patience_s=5, **kw)
 
 
 # --- watch output ------------------------------------------------------------------------------
