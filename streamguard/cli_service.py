@@ -289,7 +289,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             services.wait_ready()
             threading.Thread(target=services.supervise_worker, name="supervisor",
                              daemon=True).start()
-            say(f"API     {services.base_url}  (docs: {services.base_url}/docs)")
+            say(f"API     {services.base_url}  (dashboard: {services.base_url}/ui/, docs: "
+                f"{services.base_url}/docs)")
             say(f"logs    {services.logs['api']}, {services.logs['worker']}")
             say(f"API key for tenant 'dev': {key}")
             say(f"        curl -H 'Authorization: Bearer {key}' {services.base_url}/v1/jobs")
