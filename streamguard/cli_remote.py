@@ -388,16 +388,35 @@ def cmd_datasets_upload(args: argparse.Namespace) -> int:
 @_reporting
 def cmd_datasets_list(args: argparse.Namespace) -> int:
     with make_client(args) as client:
-        page = request(client, "GET", "/v1/datasets", params={"limit": args.limit})
+        items, more = newest(client, "/v1/datasets", args.limit)
     rows = [[d["id"], d["name"], str(d["stats"]["rows"]),
              share(d["stats"]["n_vulnerable"], d["stats"]["rows"]),
              str(d["stats"]["duplicates"]["rows"]), human_bytes(d["size_bytes"]),
-             d["created_at"][:19].replace("T", " ")] for d in page["items"]]
+             d["created_at"][:19].replace("T", " ")] for d in items]
     for text in table(["id", "name", "rows", "vulnerable", "dup rows", "size", "created"], rows):
         say(text)
-    if page.get("next_cursor"):
+    if more:
         say(f"(more than {args.limit}; pass --limit)")
     return 0
+
+
+def newest(client: httpx.Client, path: str, limit: int,
+           params: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` items of a cursor-paged list (pages of at most PAGE); whether more
+    exist."""
+    if limit < 1:
+        raise StreamGuardError(f"--limit {limit}: give 1 or more", field="limit")
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        query = {**(params or {}), "limit": min(PAGE, limit - len(items))}
+        if cursor:
+            query["cursor"] = cursor
+        page = request(client, "GET", path, params=query)
+        items.extend(page["items"])
+        cursor = page.get("next_cursor")
+        if not cursor or len(items) >= limit:
+            return items, bool(cursor)
 
 
 # --- submit ------------------------------------------------------------------------------------
@@ -489,15 +508,13 @@ def job_row(job: Mapping[str, Any]) -> list[str]:
 
 @_reporting
 def cmd_jobs(args: argparse.Namespace) -> int:
-    params: dict[str, Any] = {"limit": args.limit}
-    if args.status:
-        params["status"] = args.status
+    params: dict[str, Any] = {"status": args.status} if args.status else {}
     with make_client(args) as client:
-        page = request(client, "GET", "/v1/jobs", params=params)
-    rows = [job_row(job) for job in page["items"]]
+        items, more = newest(client, "/v1/jobs", args.limit, params)
+    rows = [job_row(job) for job in items]
     for text in table(["id", "name", "status", "progress", "ETA", "best", "outcome"], rows):
         say(text)
-    if page.get("next_cursor"):
+    if more:
         say(f"(more than {args.limit}; pass --limit)")
     return 0
 
@@ -591,6 +608,14 @@ def cmd_download(args: argparse.Namespace) -> int:
             download_verified(client, f"/v1/jobs/{args.job}/checkpoints/{chosen['name']}/"
                               "download", partial, sha256=expected, size=chosen["size_bytes"],
                               on_bytes=bar.update if bar is not None else lambda _n: None)
+        except VerificationFailed as exc:
+            if created and not any(out.iterdir()):
+                out.rmdir()
+            if args.expect_sha256:
+                raise
+            raise VerificationFailed(exc.message + " (if the job is still running, its "
+                                     "checkpoint may have been replaced meanwhile: run the "
+                                     "command again)") from None
         except BaseException:
             if created and not any(out.iterdir()):
                 out.rmdir()  # leave nothing behind that we made
@@ -645,7 +670,7 @@ def register(sub: Any) -> None:
     p.add_argument("file", help="JSONL file: one {\"func\": str, \"target\": 0|1} a line")
     p.add_argument("--name", default=None, help="a label (default: the file name)")
     p = _parser(ds_sub, "list", "list your datasets, newest first", cmd_datasets_list)
-    p.add_argument("--limit", type=int, default=50, help="at most this many (1-200; default 50)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
 
     p = _parser(sub, "submit", "submit a training job (uploading dataset files first)",
                 cmd_submit, epilog="FILE|ID: an existing file is uploaded; 32 hex characters "
@@ -672,7 +697,7 @@ def register(sub: Any) -> None:
                 "metric, outcome", cmd_jobs)
     p.add_argument("--status", default=None, choices=[s.value for s in JobStatus],
                    help="only jobs in this status")
-    p.add_argument("--limit", type=int, default=20, help="at most this many (1-200; default 20)")
+    p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
 
     p = _parser(sub, "watch", "follow a job live: steps as a progress bar, each epoch as a "
                 "table row with its prediction distribution and warnings", cmd_watch,

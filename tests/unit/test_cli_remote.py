@@ -31,6 +31,7 @@ from streamguard.cli_remote import (
     extract_model,
     flatten,
     job_config,
+    newest,
     table,
     to_csv,
 )
@@ -337,6 +338,28 @@ def test_watch_progress_bar_tolerates_replayed_steps() -> None:
                                             "replayed": replayed}))
     printer.close()
     assert "20/20" in err.getvalue() and "(replayed)" in err.getvalue()
+
+
+def test_lists_page_with_the_cursor_up_to_the_limit() -> None:
+    asked: list[dict[str, str]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        q = dict(request.url.params)
+        asked.append(q)
+        start = int(q.get("cursor", "0"))
+        items = [{"id": str(i)} for i in range(start, min(start + int(q["limit"]), 450))]
+        nxt = str(start + len(items)) if start + len(items) < 450 else None
+        return httpx.Response(200, json={"items": items, "next_cursor": nxt})
+
+    client = httpx.Client(base_url="http://sg.test", transport=httpx.MockTransport(handle))
+    items, more = newest(client, "/v1/jobs", 300, {"status": "running"})
+    assert [i["id"] for i in items] == [str(i) for i in range(300)] and more
+    assert asked == [{"status": "running", "limit": "200"},
+                     {"status": "running", "limit": "100", "cursor": "200"}]
+    items, more = newest(client, "/v1/jobs", 1000)
+    assert len(items) == 450 and not more
+    with pytest.raises(StreamGuardError, match="--limit"):
+        newest(client, "/v1/jobs", 0)
 
 
 # --- tables and CSV ------------------------------------------------------------------------------
