@@ -13,65 +13,68 @@ or bad arguments; `watch` on a job that ended otherwise: 3 collapsed, 4 non_fini
 5 cancelled, 7 timed_out, 8 failed; 10 server unreachable (or the event stream could not be
 recovered within --reconnect-s); 11 a server error (5xx); 12 a download that failed its sha256
 or size check; 130 interrupted.
+
+This module holds the flags and the command handlers; the work is elsewhere: the HTTP calls in
+`streamguard/remote.py`, the event stream in `streamguard/event_stream.py`, the live `watch`
+output in `streamguard/cli_watch.py`, tables and CSV in `streamguard/cli_format.py`, the
+checkpoint download in `streamguard/cli_download.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import io
 import json
 import logging
 import re
-import shutil
 import sys
-import tarfile
-import tempfile
 import textwrap
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 from pydantic import ValidationError
 
-from streamguard.cli import EXIT_CODES, add_config_flags, config_fields_from_args
+from streamguard.cli import add_config_flags, config_fields_from_args
+from streamguard.cli_download import fetch_checkpoint, place_checkpoint
+from streamguard.cli_format import (
+    EPOCH_COLUMNS,
+    dataset_row,
+    describe_dataset,
+    epoch_cells,
+    human_bytes,
+    job_row,
+    num,
+    say,
+    share,
+    table,
+    to_csv,
+)
+from streamguard.cli_watch import EXIT_SERVER_ERROR, add_watch_flags, follow
 from streamguard.contract import JobConfig, JobStatus
 from streamguard.errors import InvalidTrainConfig, StreamGuardError
 from streamguard.remote import (
     ApiError,
-    Event,
-    EventFollower,
     ServerUnreachable,
     VerificationFailed,
     add_remote_flags,
-    check,
-    download_verified,
+    all_metrics,
     make_client,
+    newest,
+    post_job,
     request,
-    request_patiently,
-    unreachable,
+    upload,
 )
 from streamguard.spec import describe_validation_error
 
 EXIT_REFUSED = 2
-WATCH_EXIT = {**{k: v for k, v in EXIT_CODES.items() if k != "preempted"},
-              JobStatus.TIMED_OUT.value: 7, JobStatus.FAILED.value: 8}
 EXIT_UNREACHABLE = 10
-EXIT_SERVER_ERROR = 11
 EXIT_VERIFICATION = 12
 EXIT_INTERRUPTED = 130
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
-PAGE = 200  # the API's largest page
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def say(text: str = "", file: TextIO | None = None) -> None:
-    out = file or sys.stdout
-    out.write(text + "\n")
-    out.flush()
 
 
 def fail(text: str) -> None:
@@ -106,241 +109,7 @@ def _reporting(handler: Handler) -> Handler:
     return run
 
 
-# --- formatting (pure) -----------------------------------------------------------------------
-
-def num(value: Any, digits: int = 4) -> str:
-    """A float with `digits` decimals; `-` for None."""
-    return "-" if value is None else f"{float(value):.{digits}f}"
-
-
-def share(count: int, total: int) -> str:
-    """`92 (46.0%)`."""
-    return f"{count} ({100.0 * count / total:.1f}%)" if total else f"{count} (-)"
-
-
-def duration(seconds: float | None) -> str:
-    """`1h02m`, `3m05s`, `42s`; `-` for None."""
-    if seconds is None:
-        return "-"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    """Aligned columns: text left, numbers (and `-`) right."""
-    rows = [list(r) for r in rows]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-
-    def numeric(i: int) -> bool:
-        return bool(rows) and all(re.fullmatch(r"-|[-+]?[\d.,]+%?|\d+ \(.*\)", r[i] or "-")
-                                  for r in rows)
-
-    right = [numeric(i) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if r else c.ljust(w)
-                         for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
-
-    return [line(headers), *(line(r) for r in rows)]
-
-
-def distribution(dist: Mapping[str, int]) -> tuple[str, str]:
-    """(`predicted vulnerable / safe`, `actual vulnerable / safe`) with percentages."""
-    pv, ps = int(dist["predicted_vulnerable"]), int(dist["predicted_safe"])
-    av, as_ = int(dist["actual_vulnerable"]), int(dist["actual_safe"])
-    return (f"{share(pv, pv + ps)} / {share(ps, pv + ps)}",
-            f"{share(av, av + as_)} / {share(as_, av + as_)}")
-
-
-#: The epoch table of `watch` and `metrics`: (header, width) - fixed, since `watch` prints a row
-#: at a time.
-EPOCH_COLUMNS = (("epoch", 5), ("train_loss", 10), ("val_loss", 8), ("acc", 6), ("F1", 6),
-                 ("MCC", 7), ("AUC", 6), ("predicted vuln / safe", 25),
-                 ("actual vuln / safe", 25))
-
-
-def epoch_cells(record: Mapping[str, Any]) -> list[str]:
-    """One epoch record as table cells (EPOCH_COLUMNS plus a note: best, replayed)."""
-    predicted, actual = distribution(record["prediction_distribution"])
-    notes = [n for n, flag in (("best", record.get("is_best")),
-                               ("replayed", record.get("replayed"))) if flag]
-    return [str(record["epoch"]), num(record.get("train_loss")), num(record.get("val_loss")),
-            num(record["accuracy"], 3), num(record["f1"], 3), num(record["mcc"], 3),
-            num(record.get("roc_auc"), 3), predicted, actual, ", ".join(notes)]
-
-
-def fixed_row(cells: Sequence[str]) -> str:
-    widths = [w for _, w in EPOCH_COLUMNS]
-    parts = [c.rjust(w) if i < 7 else c.ljust(w)
-             for i, (c, w) in enumerate(zip(cells, widths, strict=False))]
-    return "  ".join([*parts, *cells[len(widths):]]).rstrip()
-
-
-def epoch_header() -> str:
-    return fixed_row([h for h, _ in EPOCH_COLUMNS])
-
-
-def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested objects as `parent.child` keys; lists joined with ` | ` (CSV cells)."""
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        elif isinstance(value, list):
-            out[name] = " | ".join(str(v) for v in value)
-        else:
-            out[name] = value
-    return out
-
-
-def to_csv(records: Sequence[Mapping[str, Any]]) -> str:
-    """The records as CSV, one row each; `epoch` and `step` first, then columns in first-seen
-    order."""
-    rows = [flatten(r) for r in records]
-    columns: dict[str, None] = dict.fromkeys(k for k in ("epoch", "step")
-                                             if any(k in row for row in rows))
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-# --- watch -------------------------------------------------------------------------------------
-
-class WatchPrinter:
-    """Turns job events into output: a tqdm bar for steps (stderr), a table row per epoch and
-    its warnings, a line per status change, checkpoint and test result (stdout)."""
-
-    def __init__(self, *, progress: bool, epochs: int | None = None,
-                 out: TextIO | None = None, err: TextIO | None = None) -> None:
-        self.progress, self.epochs = progress, epochs
-        self.out, self.err = out or sys.stdout, err or sys.stderr
-        self.bar: Any = None
-        self.header_done = False
-        self.warned: set[tuple[int, str]] = set()
-
-    def line(self, text: str, *, err: bool = False) -> None:
-        """One line on stdout (stderr with `err`), above the bar if there is one."""
-        file = self.err if err else self.out
-        if self.bar is not None:
-            from tqdm import tqdm
-
-            tqdm.write(text, file=file)
-        else:
-            say(text, file)
-
-    def handle(self, event: Event) -> None:
-        d = event.data
-        if event.kind == "step":
-            self.step(d)
-        elif event.kind == "epoch":
-            if not self.header_done:
-                self.line(epoch_header())
-                self.header_done = True
-            self.line(fixed_row(epoch_cells(d)))
-            for text in d.get("warnings") or []:
-                self.warned.add((int(d["epoch"]), text))
-                self.line(f"      WARNING {text}")
-        elif event.kind == "warning":
-            if (int(d["epoch"]), d["message"]) not in self.warned:
-                self.line(f"      WARNING epoch {d['epoch']}: {d['message']}")
-        elif event.kind == "status":
-            origin = f" (from {d['from']})" if d.get("from") else ""
-            attempt = f" attempt {d['attempt']}" if d.get("attempt") and \
-                "attempt" not in str(d.get("reason")) else ""
-            reason = f": {d['reason']}" if d.get("reason") else ""
-            self.line(f"status  {d['status']}{origin}{attempt}{reason}")
-        elif event.kind == "checkpoint":
-            at = f"epoch {d['epoch']}" + (f" step {d['step']}" if d.get("step") else "")
-            self.line(f"checkpoint {d['name']} <- {at} ({human_bytes(d['size_bytes'])}, "
-                      f"sha256 {str(d['sha256'])[:12]})")
-        elif event.kind == "test":
-            predicted, actual = distribution(d["prediction_distribution"])
-            self.line(f"test (best epoch {d.get('best_epoch')}): acc {num(d['accuracy'], 3)}  "
-                      f"F1 {num(d['f1'], 3)}  MCC {num(d['mcc'], 3)}  "
-                      f"AUC {num(d.get('roc_auc'), 3)}  predicted {predicted}  actual {actual}")
-        else:  # a kind newer than this client
-            self.line(f"{event.kind} {json.dumps(d)[:200]}")
-
-    def step(self, d: Mapping[str, Any]) -> None:
-        if not self.progress:
-            return
-        from tqdm import tqdm
-
-        total = int(d["total_steps"])
-        if self.bar is None or self.bar.total != total:
-            self.close()
-            self.bar = tqdm(total=total, unit="step", file=self.err, dynamic_ncols=True)
-        self.bar.n = int(d["step"])
-        epochs = f"/{self.epochs}" if self.epochs else ""
-        replayed = " (replayed)" if d.get("replayed") else ""
-        self.bar.set_postfix_str(f"epoch {d['epoch']}{epochs} loss {num(d['train_loss'])} "
-                                 f"lr {float(d['lr']):.2e}{replayed}", refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def follow(client: httpx.Client, job_id: str, args: argparse.Namespace) -> int:
-    """Print the job's events until it ends; its exit code (WATCH_EXIT)."""
-    jsonl = getattr(args, "jsonl", False)
-    printer = WatchPrinter(progress=not (args.no_progress or jsonl))
-
-    def notice(text: str) -> None:  # reconnects: stderr, stdout is the job's story
-        printer.line(f"streamguard: {text}", err=True)
-
-    # a server restarting now is waited for, as a dropped stream is
-    job = request_patiently(client, f"/v1/jobs/{job_id}", patience_s=args.reconnect_s,
-                            notice=notice)
-    printer.epochs = int(job["config"]["epochs"])
-
-    if not jsonl:
-        name = f" '{job['name']}'" if job.get("name") else ""
-        say(f"job {job_id}{name}: {job['status']}, model {job['config']['model']}, "
-            f"{job['config']['epochs']} epoch(s)")
-    follower = EventFollower(client, job_id, reconnect_s=args.reconnect_s, notice=notice)
-    status = None
-    try:
-        for event in follower.events():
-            if jsonl:
-                say(json.dumps({"id": event.id, "kind": event.kind, "data": event.data}))
-            else:
-                printer.handle(event)
-            if event.terminal:
-                status = str(event.data["status"])
-    finally:
-        printer.close()
-    assert status is not None  # the follower ends only after a terminal status
-    code = WATCH_EXIT.get(status, EXIT_SERVER_ERROR)
-    if not jsonl:
-        say(f"job {job_id} ended {status}" + ("" if code == 0 else f" (exit code {code})"))
-    return code
-
-
-def add_watch_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reconnect-s", type=float, default=120.0, metavar="S",
-                   help="give up when the server stays unreachable this long (default: 120)")
-    p.add_argument("--no-progress", action="store_true", help="no step progress bar")
-    p.add_argument("--jsonl", action="store_true",
-                   help="print each event as one JSON line ({id, kind, data}) instead")
-
+# --- watch (the loop and its printer: streamguard/cli_watch.py) --------------------------------
 
 @_reporting
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -349,32 +118,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 # --- datasets ----------------------------------------------------------------------------------
-
-def upload(client: httpx.Client, path: Path, name: str | None) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            data = {"name": name} if name else {}
-            files = {"file": (path.name, fh, "application/x-ndjson")}
-            return dict(request(client, "POST", "/v1/datasets", data=data, files=files))
-    except OSError as exc:
-        raise StreamGuardError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def describe_dataset(ds: Mapping[str, Any]) -> list[str]:
-    """The dataset id and its inspection, a few lines."""
-    st = ds["stats"]
-    rows, dup, chars = int(st["rows"]), st["duplicates"], st.get("chars")
-    lines = [f"dataset {ds['id']} '{ds['name']}' ({human_bytes(ds['size_bytes'])}, "
-             f"sha256 {ds['sha256'][:12]})",
-             f"  rows {rows}: vulnerable {share(st['n_vulnerable'], rows)}, "
-             f"safe {share(st['n_safe'], rows)}",
-             f"  duplicates: {dup['rows']} rows in {dup['groups']} groups, "
-             f"{dup['conflicting_groups']} with both labels"]
-    if chars:
-        lines.append(f"  length (chars): min {chars['min']}, median {chars['p50']}, "
-                     f"p90 {chars['p90']}, p99 {chars['p99']}, max {chars['max']}")
-    return lines
-
 
 @_reporting
 def cmd_datasets_upload(args: argparse.Namespace) -> int:
@@ -389,34 +132,12 @@ def cmd_datasets_upload(args: argparse.Namespace) -> int:
 def cmd_datasets_list(args: argparse.Namespace) -> int:
     with make_client(args) as client:
         items, more = newest(client, "/v1/datasets", args.limit)
-    rows = [[d["id"], d["name"], str(d["stats"]["rows"]),
-             share(d["stats"]["n_vulnerable"], d["stats"]["rows"]),
-             str(d["stats"]["duplicates"]["rows"]), human_bytes(d["size_bytes"]),
-             d["created_at"][:19].replace("T", " ")] for d in items]
+    rows = [dataset_row(d) for d in items]
     for text in table(["id", "name", "rows", "vulnerable", "dup rows", "size", "created"], rows):
         say(text)
     if more:
         say(f"(more than {args.limit}; pass --limit)")
     return 0
-
-
-def newest(client: httpx.Client, path: str, limit: int,
-           params: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], bool]:
-    """Up to `limit` items of a cursor-paged list (pages of at most PAGE); whether more
-    exist."""
-    if limit < 1:
-        raise StreamGuardError(f"--limit {limit}: give 1 or more", field="limit")
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        query = {**(params or {}), "limit": min(PAGE, limit - len(items))}
-        if cursor:
-            query["cursor"] = cursor
-        page = request(client, "GET", path, params=query)
-        items.extend(page["items"])
-        cursor = page.get("next_cursor")
-        if not cursor or len(items) >= limit:
-            return items, bool(cursor)
 
 
 # --- submit ------------------------------------------------------------------------------------
@@ -470,7 +191,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if args.max_runtime_s is not None:
             body["max_runtime_s"] = args.max_runtime_s
         headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-        response = _post_job(client, body, headers)
+        response = post_job(client, body, headers)
         job = response.json()
         if args.quiet:
             say(job["id"])
@@ -485,26 +206,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _post_job(client: httpx.Client, body: dict[str, Any],
-              headers: dict[str, str]) -> httpx.Response:
-    try:
-        return check(client.post("/v1/jobs", json=body, headers=headers))
-    except httpx.TransportError as exc:
-        raise unreachable(str(client.base_url).rstrip("/"), exc) from None
-
-
 # --- jobs, metrics, cancel ---------------------------------------------------------------------
-
-def job_row(job: Mapping[str, Any]) -> list[str]:
-    progress = job["progress"]
-    best = "-" if job.get("best_metric") is None else \
-        f"{job['selection_metric']} {num(job['best_metric'], 3)} (ep {job['best_epoch']})"
-    outcome = (job.get("outcome_message") or "")
-    outcome = outcome if len(outcome) <= 60 else outcome[:57] + "..."
-    eta = duration(job.get("eta_s")) if job["status"] == "running" else "-"
-    return [job["id"], job.get("name") or "-", job["status"], f"{progress['percent']:.0f}%",
-            eta, best, outcome]
-
 
 @_reporting
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -517,17 +219,6 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if more:
         say(f"(more than {args.limit}; pass --limit)")
     return 0
-
-
-def all_metrics(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    offset: int | None = 0
-    while offset is not None:
-        page = request(client, "GET", f"/v1/jobs/{job_id}/metrics",
-                       params={"offset": offset, "limit": PAGE})
-        items.extend(page["items"])
-        offset = page["next_offset"]
-    return items
 
 
 @_reporting
@@ -561,78 +252,15 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 # --- download ----------------------------------------------------------------------------------
 
-def extract_model(archive: Path, out: Path, *, force: bool) -> list[str]:
-    """Unpack the archive's `model/` folder into `out` (files directly in it); the names."""
-    with tempfile.TemporaryDirectory(dir=out, prefix=".extract-") as tmp:
-        with tarfile.open(archive, mode="r:gz") as tar:
-            names = tar.getnames()
-            if not names or not all(n == "model" or n.startswith("model/") for n in names):
-                raise StreamGuardError(f"unexpected archive layout (not under model/): "
-                                       f"{names[:5]}")
-            tar.extractall(tmp, filter="data")
-        model = Path(tmp) / "model"
-        entries = sorted(p.name for p in model.iterdir())
-        clashes = [n for n in entries if (out / n).exists()]
-        if clashes and not force:
-            raise StreamGuardError(f"{out} already has {', '.join(clashes[:5])}; pass --force "
-                                   "to replace them, or choose another --out")
-        for name in entries:
-            target = out / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            (model / name).replace(target)
-    return entries
-
-
 @_reporting
 def cmd_download(args: argparse.Namespace) -> int:
     out = Path(args.out)
     with make_client(args) as client:
-        items = request(client, "GET", f"/v1/jobs/{args.job}/checkpoints")["items"]
-        chosen = next((c for c in items if c["name"] == args.checkpoint), None)
-        if chosen is None:
-            have = ", ".join(c["name"] for c in items) or "none yet"
-            raise StreamGuardError(f"job {args.job} has no checkpoint {args.checkpoint!r} "
-                                   f"(it has: {have})", field="checkpoint")
-        created = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
-        expected = (args.expect_sha256 or chosen["sha256"]).lower()
-        partial = out / f".{args.job}-{chosen['name']}.tar.gz.partial"
-        bar: Any = None
-        if not args.no_progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=chosen["size_bytes"], unit="B", unit_scale=True, file=sys.stderr,
-                       desc=f"{chosen['name']}.tar.gz")
-        try:
-            download_verified(client, f"/v1/jobs/{args.job}/checkpoints/{chosen['name']}/"
-                              "download", partial, sha256=expected, size=chosen["size_bytes"],
-                              on_bytes=bar.update if bar is not None else lambda _n: None)
-        except VerificationFailed as exc:
-            if created and not any(out.iterdir()):
-                out.rmdir()
-            if args.expect_sha256:
-                raise
-            raise VerificationFailed(exc.message + " (if the job is still running, its "
-                                     "checkpoint may have been replaced meanwhile: run the "
-                                     "command again)") from None
-        except BaseException:
-            if created and not any(out.iterdir()):
-                out.rmdir()  # leave nothing behind that we made
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-    try:
-        if args.archive:
-            target = out / f"{args.job}-{chosen['name']}.tar.gz"
-            partial.replace(target)
-            where = str(target)
-        else:
-            entries = extract_model(partial, out, force=args.force)
-            where = f"{out} ({', '.join(entries)})"
-    finally:
-        partial.unlink(missing_ok=True)
+        chosen, expected, partial = fetch_checkpoint(
+            client, args.job, args.checkpoint, out, expect_sha256=args.expect_sha256,
+            progress=not args.no_progress)
+    where = place_checkpoint(partial, out, job=args.job, name=chosen["name"],
+                             archive=args.archive, force=args.force)
     metrics = chosen.get("metrics") or {}
     score = f", F1 {num(metrics['f1'], 3)}" if metrics.get("f1") is not None else ""
     say(f"checkpoint {chosen['name']} of job {args.job} (epoch {chosen['epoch']}{score}): "

@@ -5,39 +5,36 @@
 - `check`: a non-2xx answer becomes `ApiError` with the server's message, field and request id
   (the one error body, `{"error": {"code", "message", "field", "details", "request_id"}}`);
   `ServerUnreachable` names the URL when nothing answers;
-- `SseParser` and `EventFollower`: a job's Server-Sent Events, reconnecting with
-  `Last-Event-ID` (backoff, a bounded outage) and never yielding an event id twice;
+- `request_patiently`: a GET that waits out a restarting server (RETRYABLE_STATUS, backoff);
+- `newest`, `all_metrics`, `upload`, `post_job`: the paged lists (pages of at most PAGE),
+  dataset uploads and job submission the commands make;
 - `download_verified`: stream a checkpoint archive to a temp file, check size and sha256.
 
-The commands that use these are in `streamguard/cli_remote.py`.
+A job's event stream (SSE, reconnecting with `Last-Event-ID`) is in
+`streamguard/event_stream.py`; the commands that use these are in `streamguard/cli_remote.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from streamguard.contract import TERMINAL_STATUSES
 from streamguard.errors import StreamGuardError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
-#: Answers worth retrying while following a stream: a server starting or shedding load.
+#: Answers worth retrying (a server starting or shedding load): `request_patiently` and the
+#: event stream.
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
-#: Seconds without a byte on an event stream before it is treated as dropped (the server pings
-#: every 15 s by default, `api.sse_ping_s`).
-STREAM_READ_TIMEOUT_S = 60.0
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 5.0
+PAGE = 200  # the API's largest page
 
 
 def add_remote_flags(parser: argparse.ArgumentParser) -> None:
@@ -175,184 +172,61 @@ def request_patiently(client: httpx.Client, path: str, *, patience_s: float,
             delay = min(delay * 2, BACKOFF_MAX_S)
 
 
-# --- Server-Sent Events --------------------------------------------------------------------------
+# --- pages, uploads, submissions ---------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Event:
-    """One job event: its id (the SSE `id:`), kind and JSON payload."""
-
-    id: int
-    kind: str
-    data: dict[str, Any]
-
-    @property
-    def terminal(self) -> bool:
-        return self.kind == "status" and self.data.get("status") in TERMINAL
-
-
-class SseParser:
-    """Incremental SSE parsing (the WHATWG rules we need): `feed` one line, get an Event when
-    a blank line ends a message with data. Comments (`: ping`) and `retry:` are skipped."""
-
-    def __init__(self) -> None:
-        self._id: str | None = None
-        self._kind = "message"
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> Event | None:
-        line = line.rstrip("\r\n")
-        if not line:
-            event_id, kind, data = self._id, self._kind, self._data
-            self._id, self._kind, self._data = None, "message", []
-            if not data or event_id is None or not event_id.isdigit():
-                return None  # no payload, or no usable id (our server always sends one)
-            return Event(int(event_id), kind, json.loads("\n".join(data)))
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._kind = value
-        elif name == "id" and "\0" not in value:
-            self._id = value
-        return None
+def newest(client: httpx.Client, path: str, limit: int,
+           params: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` items of a cursor-paged list (pages of at most PAGE); whether more
+    exist."""
+    if limit < 1:
+        raise StreamGuardError(f"--limit {limit}: give 1 or more", field="limit")
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        query = {**(params or {}), "limit": min(PAGE, limit - len(items))}
+        if cursor:
+            query["cursor"] = cursor
+        page = request(client, "GET", path, params=query)
+        items.extend(page["items"])
+        cursor = page.get("next_cursor")
+        if not cursor or len(items) >= limit:
+            return items, bool(cursor)
 
 
-def parse_sse(lines: Iterable[str]) -> Iterator[Event]:
-    parser = SseParser()
-    for line in lines:
-        if (event := parser.feed(line)) is not None:
-            yield event
+def all_metrics(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    """Every per-epoch metric record of a job, all pages."""
+    items: list[dict[str, Any]] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = request(client, "GET", f"/v1/jobs/{job_id}/metrics",
+                       params={"offset": offset, "limit": PAGE})
+        items.extend(page["items"])
+        offset = page["next_offset"]
+    return items
 
 
-@dataclass
-class EventFollower:
-    """A job's events from `GET /v1/jobs/{id}/events`, across dropped connections.
-
-    After a drop (reset, timeout, a server restart, a 502/503/504) it reconnects with the
-    `Last-Event-ID` header (the highest id seen), backing off from BACKOFF_FIRST_S to
-    BACKOFF_MAX_S; it gives up (ServerUnreachable) when no connection delivered anything for
-    `reconnect_s`. Ids already yielded are never yielded again. Ends after the terminal
-    `status` event; a stream that ends early for a job that is already terminal ends with the
-    missing events from the history (or, failing that, a status event made from the job).
-    """
-
-    client: httpx.Client
-    job_id: str
-    reconnect_s: float = 120.0
-    notice: Callable[[str], None] = lambda _text: None
-    sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], float] = time.monotonic
-    last_id: int | None = None
-    seen: set[int] = field(default_factory=set)
-
-    def events(self) -> Iterator[Event]:
-        outage_since: float | None = None
-        told: str | None = None  # the reason last printed in this outage: print each once
-        delay = BACKOFF_FIRST_S
-        path = f"/v1/jobs/{self.job_id}/events"
-        while True:
-            headers = {} if self.last_id is None else {"Last-Event-ID": str(self.last_id)}
-            received = False
-            try:
-                with self.client.stream("GET", path, headers=headers, timeout=httpx.Timeout(
-                        10.0, read=STREAM_READ_TIMEOUT_S)) as response:
-                    if response.status_code in RETRYABLE_STATUS:
-                        response.read()
-                        raise _Retry(f"HTTP {response.status_code}")
-                    check(response)  # 401, 404, ...: not worth retrying
-                    if outage_since is not None:
-                        self.notice(f"reconnected after {self.clock() - outage_since:.0f} s "
-                                    f"(Last-Event-ID {self.last_id})")
-                    parser = SseParser()
-                    for line in response.iter_lines():
-                        if not received:  # a ping or an event: this connection works
-                            received, outage_since, delay = True, None, BACKOFF_FIRST_S
-                        event = parser.feed(line)
-                        if event is None or event.id in self.seen:
-                            continue
-                        self._mark(event)
-                        yield event
-                        if event.terminal:
-                            return
-                reason = "the server closed the stream"
-                if (ended := self._finished_job()) is not None:
-                    yield from ended
-                    return
-            except httpx.TransportError as exc:
-                reason = drop_reason(exc)
-            except _Retry as exc:
-                reason = str(exc)
-            now = self.clock()
-            if outage_since is None:
-                outage_since, told = now, None
-            if now - outage_since >= self.reconnect_s:
-                raise ServerUnreachable(
-                    f"lost the event stream of job {self.job_id} at {self.client.base_url} and "
-                    f"could not get it back within {self.reconnect_s:.0f} s ({reason}); "
-                    f"`streamguard watch {self.job_id}` follows it again")
-            if reason != told:
-                after = "" if self.last_id is None else f" with Last-Event-ID {self.last_id}"
-                self.notice(f"stream lost ({reason}); reconnecting{after} for up to "
-                            f"{self.reconnect_s:.0f} s")
-                told = reason
-            self.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX_S)
-
-    def _mark(self, event: Event) -> None:
-        self.seen.add(event.id)
-        self.last_id = event.id if self.last_id is None else max(self.last_id, event.id)
-
-    def _finished_job(self) -> list[Event] | None:
-        """The rest of a job that is already terminal; None while it is not, or while the
-        server does not answer (a restart closes streams first)."""
-        try:
-            job = request(self.client, "GET", f"/v1/jobs/{self.job_id}")
-            if job["status"] not in TERMINAL:
-                return None
-            out: list[Event] = []
-            after: int | None = self.last_id or 0
-            while after is not None:
-                page = request(self.client, "GET", f"/v1/jobs/{self.job_id}/events/history",
-                               params={"after_id": after, "limit": 200})
-                for item in page["items"]:
-                    event = Event(int(item["id"]), str(item["kind"]), dict(item["data"]))
-                    if event.id not in self.seen:
-                        self._mark(event)
-                        out.append(event)
-                after = page["next_after_id"]
-        except ServerUnreachable:
-            return None
-        except ApiError as exc:
-            if exc.status in RETRYABLE_STATUS:
-                return None
-            raise
-        if not any(e.terminal for e in out):
-            out.append(Event(self.last_id or 0, "status", {
-                "status": job["status"], "from": None, "reason": job["outcome_message"] or ""}))
-        return out
+def upload(client: httpx.Client, path: Path, name: str | None) -> dict[str, Any]:
+    """Upload a JSONL file as a dataset; its record with the inspection."""
+    try:
+        with path.open("rb") as fh:
+            data = {"name": name} if name else {}
+            files = {"file": (path.name, fh, "application/x-ndjson")}
+            return dict(request(client, "POST", "/v1/datasets", data=data, files=files))
+    except OSError as exc:
+        raise StreamGuardError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def drop_reason(exc: httpx.TransportError) -> str:
-    """Why a stream dropped, in a few words."""
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused: the server is not answering"
-    if isinstance(exc, httpx.ReadTimeout):
-        return f"no data for {STREAM_READ_TIMEOUT_S:.0f} s"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "the server closed the connection"
-    return str(exc) or type(exc).__name__
+def post_job(client: httpx.Client, body: dict[str, Any],
+             headers: dict[str, str]) -> httpx.Response:
+    """POST /v1/jobs; the checked response (201 a new job, 200 one already submitted with this
+    Idempotency-Key)."""
+    try:
+        return check(client.post("/v1/jobs", json=body, headers=headers))
+    except httpx.TransportError as exc:
+        raise unreachable(str(client.base_url).rstrip("/"), exc) from None
 
 
-class _Retry(Exception):
-    """An answer that means: try the stream again later."""
-
-
-# --- downloads -------------------------------------------------------------------------------
+# --- downloads ---------------------------------------------------------------------------------
 
 def download_verified(client: httpx.Client, path: str, dest: Path, *, sha256: str,
                       size: int | None, on_bytes: Callable[[int], None] = lambda _n: None

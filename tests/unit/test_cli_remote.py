@@ -20,32 +20,19 @@ import httpx
 import pytest
 
 from streamguard.cli import build_parser
-from streamguard.cli_remote import (
-    EXIT_REFUSED,
-    EXIT_UNREACHABLE,
-    WATCH_EXIT,
-    WatchPrinter,
-    distribution,
-    duration,
-    epoch_cells,
-    extract_model,
-    flatten,
-    job_config,
-    newest,
-    table,
-    to_csv,
-)
+from streamguard.cli_download import extract_model
+from streamguard.cli_format import distribution, duration, epoch_cells, flatten, table, to_csv
+from streamguard.cli_remote import EXIT_REFUSED, EXIT_UNREACHABLE, job_config
+from streamguard.cli_watch import WATCH_EXIT, WatchPrinter
 from streamguard.errors import InvalidTrainConfig, StreamGuardError
+from streamguard.event_stream import Event, EventFollower, SseParser, parse_sse
 from streamguard.remote import (
     ApiError,
-    Event,
-    EventFollower,
     ServerUnreachable,
-    SseParser,
     VerificationFailed,
     api_error,
     download_verified,
-    parse_sse,
+    newest,
     request_patiently,
 )
 from tests.e2e.harness import free_port
