@@ -332,7 +332,13 @@ def check_completed_run(api: Api, job_id: str, events: list[Event],
 
     job = api.job(job_id)
     assert job["status"] == "completed", job
-    assert job["progress"] == {"epoch": epochs, "epochs": epochs, "percent": 100.0}, job
+    total = job["progress"]["total_steps"]
+    assert job["progress"] == {"epoch": epochs, "epochs": epochs, "step": total,
+                               "total_steps": total, "percent": 100.0}, job
+    # step metrics: streamed and stored alike, one per logged step, up to the run's last step
+    step_events = [e.payload["step"] for e in events if e.kind == "step"]
+    steps = [row["step"] for row in api.get(f"/v1/jobs/{job_id}/steps", limit=2000)["items"]]
+    assert step_events == steps and steps == sorted(set(steps)) and steps[-1] == total, steps
     assert job["best_epoch"] in range(1, epochs + 1), job
     assert job["test_metrics"] is not None and job["finished_at"] is not None, job
 
