@@ -166,7 +166,8 @@ def test_submit_job_commits_then_enqueues_the_id_once(api: ApiHarness) -> None:
     job = response.json()
     assert api.enqueued == [job["id"]]
     assert job["status"] == "queued" and job["config"]["lr"] == 2e-5  # defaults filled in
-    assert job["progress"] == {"epoch": 0, "epochs": 2, "percent": 0.0}
+    assert job["progress"] == {"epoch": 0, "epochs": 2, "step": 0, "total_steps": None,
+                               "percent": 0.0}
     assert [t["to_status"] for t in job["transitions"]] == ["queued"]
     with api.sessions() as session:
         row = jobs_repo.get_job(session=session, job_id=job["id"])
@@ -537,6 +538,7 @@ def test_openapi_lists_every_route_with_response_schemas(api: ApiHarness) -> Non
         ("post", "/v1/datasets"), ("get", "/v1/datasets"), ("get", "/v1/datasets/{dataset_id}"),
         ("post", "/v1/jobs"), ("get", "/v1/jobs"), ("get", "/v1/jobs/{job_id}"),
         ("post", "/v1/jobs/{job_id}/cancel"), ("get", "/v1/jobs/{job_id}/metrics"),
+        ("get", "/v1/jobs/{job_id}/steps"), ("get", "/v1/jobs/{job_id}/report.png"),
         ("get", "/v1/jobs/{job_id}/events"), ("get", "/v1/jobs/{job_id}/checkpoints"),
         ("get", "/v1/jobs/{job_id}/checkpoints/{name}/download"),
         ("head", "/v1/jobs/{job_id}/checkpoints/{name}/download"),
