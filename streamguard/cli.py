@@ -21,7 +21,8 @@ from streamguard.errors import StreamGuardError
 from streamguard.spec import TrainConfig, parse_train_config
 
 EXIT_CODES = {"completed": 0, "early_stopped": 0, "collapsed": 3, "non_finite_loss": 4,
-              "cancelled": 5, "preempted": 6}  # 6: preempted; run again to resume
+              "cancelled": 5, "preempted": 6,  # 6: preempted; run again to resume
+              "not_learning": 9}
 EXIT_INVALID = 2
 
 
@@ -91,6 +92,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     payload = {**result.as_dict(), "warnings": [e for k, e in history.events if k == "warning"],
+               # every evaluation (mid-epoch ones too) and the grace: `streamguard guard replay`
+               "evaluations": result.evaluations,
+               "guard_grace_steps": (history.config or {}).get("guard_grace_steps"),
                "config": config.model_dump(mode="json"),
                "checkpoints": {n: str(out / "checkpoints" / n) for n in ("best", "last")
                                if (out / "checkpoints" / n).is_dir()},
@@ -126,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib.util
 
     # Each module adds its subcommands: data tools, service (keys, up), the remote client
-    # (datasets, submit, jobs, watch, metrics, cancel, download) and the job report.
-    for name in ("cli_data", "cli_service", "cli_remote", "cli_report"):
+    # (datasets, submit, jobs, watch, metrics, cancel, download), the job report, the guard's
+    # replay and predictions.
+    for name in ("cli_data", "cli_service", "cli_remote", "cli_report", "cli_guard",
+                 "cli_predict"):
         if importlib.util.find_spec(f"streamguard.{name}"):
             importlib.import_module(f"streamguard.{name}").register(sub)
     return parser

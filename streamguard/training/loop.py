@@ -8,6 +8,14 @@ checkpoints of plain state only. The loop sees one sink and one (optional) artif
 Preemption (the worker's SIGTERM, `docker stop`) is read after every optimizer step: the loop
 saves and publishes `last` at that exact step, with the epoch's position and running sums, and a
 resumed run finishes the epoch as if nothing happened (same batches, same record, same weights).
+
+The guard (docs/guard.md) sees every evaluation: each epoch's end, and every `eval_every_steps`
+optimizer steps inside an epoch (an `evaluation` event). A guard stop inside an epoch saves and
+publishes `last` at that step, as preemption does. Best-checkpoint selection and early stopping
+happen at epoch ends only. With `on_collapse: rollback` a collapse restores `best` (weights,
+optimizer, scheduler, scaler, RNG, guard states), multiplies the LR by `rollback_lr_factor`
+(compounded; kept in every checkpoint, so a resumed run keeps it) and trains on from there; the
+epochs run again are logged again under their own numbers.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +35,7 @@ from safetensors.torch import load_model
 from torch.utils.data import DataLoader
 
 from streamguard.sinks import MetricSink, NullSink
-from streamguard.spec import MixedPrecision, TrainConfig
+from streamguard.spec import MixedPrecision, OnCollapse, TrainConfig
 from streamguard.storage import ArtifactStore
 from streamguard.training import checkpoint as ckpt
 from streamguard.training.callbacks import Callback
@@ -55,13 +63,17 @@ class RunResult:
     test_metrics: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     train_samples_per_s: float = 0.0
+    # every rollback of the run (RollbackPayload's fields), resumed attempts' included
+    rollbacks: list[dict[str, Any]] = field(default_factory=list)
+    # every evaluation of this attempt in order: mid-epoch ones and the epoch records
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"outcome": self.outcome.value, "message": self.message,
                 "best_epoch": self.best_epoch, "best_metric": self.best_metric,
                 "epochs_completed": self.epochs_completed, "global_step": self.global_step,
                 "test_metrics": self.test_metrics,
-                "train_samples_per_s": self.train_samples_per_s}
+                "train_samples_per_s": self.train_samples_per_s, "rollbacks": self.rollbacks}
 
 
 def amp_dtype(mode: MixedPrecision) -> torch.dtype | None:
@@ -148,11 +160,43 @@ def _epoch_batches(loader: DataLoader[Batch], epoch: int, start_batch: int) -> I
 
 
 def _first_stop(decisions: Sequence[Decision | None]) -> Decision | None:
-    """The most serious stop: non-finite > collapsed > cancelled > preempted > early stopped."""
-    order = [StopReason.NON_FINITE_LOSS, StopReason.COLLAPSED, StopReason.CANCELLED,
+    """The most serious stop: non-finite > collapsed > not learning > cancelled > preempted >
+    early stopped."""
+    order = [StopReason.NON_FINITE_LOSS, StopReason.COLLAPSED, StopReason.NOT_LEARNING,
+             StopReason.CANCELLED,
              StopReason.PREEMPTED, StopReason.EARLY_STOPPED]
     stops = [d for d in decisions if d is not None and d.stop]
     return min(stops, key=lambda d: order.index(d.reason)) if stops else None  # type: ignore[arg-type]
+
+
+def _restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: Any, scaler: torch.amp.GradScaler, stateful: Sequence[Any],
+             device: torch.device) -> dict[str, Any]:
+    """Load a checkpoint's full training state into the live objects (a rollback to `best`)."""
+    state = ckpt.load_state(folder, map_location=device)
+    load_model(model, str(folder / "model.safetensors"), device=str(device))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    for obj in stateful:
+        if getattr(obj, "state_key", ""):
+            obj.load_state_dict(state["callbacks"].get(obj.state_key, {}))
+    ckpt.set_rng_state(state["rng"])
+    return state
+
+
+def _scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, scale: float) -> None:
+    """Multiply the LR by `scale` for good: the optimizer's groups now, and the scheduler's
+    base LRs, so the rest of the warmup/decay is the same curve scaled (LambdaLR recomputes
+    every LR from `base_lrs` at each step)."""
+    for group in optimizer.param_groups:
+        group["lr"] *= scale
+        if "initial_lr" in group:
+            group["initial_lr"] *= scale
+    if hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * scale for lr in scheduler.base_lrs]
+    if hasattr(scheduler, "_last_lr"):
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
@@ -191,8 +235,9 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
     # fp16 needs loss scaling; bf16 has fp32's exponent range and fp32 needs none. A disabled
     # scaler's scale/unscale_/step/update are no-ops, so every precision runs the same code.
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    grace = plan.warmup_steps if config.guard_grace_steps is None else config.guard_grace_steps
     guard = CollapseGuard(config.collapse_warn_ratio, config.collapse_stop_ratio,
-                          config.collapse_patience)
+                          config.collapse_patience, grace)
     stopper = EarlyStopping(config.selection_metric, config.early_stopping_patience)
     publisher = CheckpointPublisher(store, store_prefix, sink) if store is not None else None
     start_epoch, global_step = 0, 0
@@ -209,6 +254,10 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         start_epoch, global_step = int(resume_state["epoch"]), int(resume_state["global_step"])
         if publisher is not None:
             publisher.load_state_dict(resume_state["callbacks"].get("publisher", {}))
+    # Rollbacks so far and their compounded LR factor (already inside the resumed scheduler).
+    rollback_state = (resume_state or {}).get("rollback", {})
+    lr_factor = float(rollback_state.get("lr_factor", 1.0))
+    rollbacks: list[dict[str, Any]] = list(rollback_state.get("log", []))
     resumed = EpochTally.resume(device, resume_state)  # position > 0: resume inside an epoch
     steps_per_epoch = -(-len(train_loader) // config.accumulation_steps)
     log_every = config.step_interval(steps_per_epoch)
@@ -224,6 +273,8 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         "total_steps": plan.total_steps, "mixed_precision": config.mixed_precision.value,
         "start_epoch": start_epoch, "start_batch": resumed.batches_done,
         "start_step": global_step, "log_every_steps": log_every,
+        "eval_every_steps": config.eval_every_steps, "guard_grace_steps": grace,
+        "rollback_lr_factor": lr_factor, "rollbacks": len(rollbacks),
         "config": config.model_dump(mode="json"),
     }
     log.info("model %s: %.2fM parameters on %s", config.model, n_params / 1e6, device)
@@ -251,6 +302,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
             "epoch": epoch + 1 if tally is None else epoch,  # the epoch a resumed run starts in
             "global_step": global_step,
             **(tally.state_dict() if tally is not None else {"batches_done_in_epoch": 0}),
+            "rollback": {"lr_factor": lr_factor, "log": rollbacks},
             "callbacks": {guard.state_key: guard.state_dict(),
                           stopper.state_key: stopper.state_dict(),
                           **{cb.state_key: cb.state_dict() for cb in callbacks if cb.state_key},
@@ -262,13 +314,64 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         ckpt.save_checkpoint(ckpt_dir / "last", model=model, tokenizer=tokenizer, state=state,
                              meta=meta, train_config_json=config.to_json())
 
+    def evaluate_now() -> tuple[EvalMetrics, Decision]:
+        """Evaluate on the validation split at this step and ask the guard."""
+        val = evaluate(model, val_loader, criterion, device, autocast_ctx)
+        return val, guard.evaluate(val, global_step)
+
+    def report_warnings(epoch: int, val: EvalMetrics, decision: Decision) -> None:
+        for text in decision.warnings:
+            log.warning("  WARNING collapse risk: %s", text)
+            sink.event("warning", {"epoch": epoch + 1, "step": global_step, "message": text,
+                                   "prediction_distribution": val.pred_distribution})
+
+    def roll_back(decision: Decision, epoch: int) -> tuple[int | None, Decision]:
+        """On a collapse with `on_collapse: rollback`: restore `best` with a lower LR and return
+        the 0-based epoch to continue in; otherwise (None, the decision to stop with)."""
+        nonlocal lr_factor, global_step
+        if decision.reason != StopReason.COLLAPSED or config.on_collapse != OnCollapse.ROLLBACK:
+            return None, decision
+        if len(rollbacks) >= config.max_rollbacks:
+            return None, replace(decision, message=f"{decision.message}; not rolled back: "
+                                 f"{len(rollbacks)} of max_rollbacks={config.max_rollbacks} "
+                                 "rollbacks used")
+        if not (ckpt_dir / "best").is_dir():
+            return None, replace(decision, message=f"{decision.message}; cannot roll back: no "
+                                 "evaluation has passed the guard at an epoch end yet, so there "
+                                 "is no best checkpoint to return to")
+        collapsed_at = global_step
+        state = _restore(ckpt_dir / "best", model, optimizer, scheduler, scaler,
+                         [guard, stopper, *callbacks], device)
+        new_factor = lr_factor * config.rollback_lr_factor
+        _scale_lr(optimizer, scheduler, new_factor / float(state.get("rollback", {})
+                                                           .get("lr_factor", 1.0)))
+        lr_factor, global_step = new_factor, int(state["global_step"])
+        payload = {"epoch": epoch + 1, "step": collapsed_at, "to_epoch": int(state["epoch"]),
+                   "to_step": global_step, "lr_factor": lr_factor,
+                   "rollback": len(rollbacks) + 1, "max_rollbacks": config.max_rollbacks,
+                   "reason": decision.message}
+        rollbacks.append(payload)
+        log.warning("ROLLBACK %d/%d at step %d (epoch %d): %s; back to the best checkpoint "
+                    "(epoch %d, step %d), LR x%.4g", payload["rollback"], config.max_rollbacks,
+                    collapsed_at, epoch + 1, decision.message, payload["to_epoch"],
+                    global_step, lr_factor)
+        sink.event("rollback", payload)
+        return int(state["epoch"]), decision
+
     history: list[dict[str, Any]] = []
+    evaluations: list[dict[str, Any]] = []
     stop: Decision | None = None
     samples_seen, train_time = 0, 0.0
     n_batches, accum = len(train_loader), config.accumulation_steps
-    for epoch in range(start_epoch, config.epochs):
+    eval_every = config.eval_every_steps
+    epoch, epochs_done = start_epoch, start_epoch
+    next_tally: EpochTally | None = resumed
+    while epoch < config.epochs:
         # --- one epoch of optimizer steps (a resumed one continues at its saved position) ---
-        tally = resumed if epoch == start_epoch else EpochTally.resume(device, None)
+        tally = next_tally or EpochTally.resume(device, None)
+        next_tally = None
+        restart: int | None = None  # the epoch a rollback continues in
+        stopped_mid = False  # the guard stopped inside the epoch: save `last` at that step
         batches = _epoch_batches(train_loader, epoch, tally.batches_done)
         model.train()
         t0 = time.perf_counter()
@@ -332,6 +435,31 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
             if progress and hasattr(batches, "set_postfix"):
                 batches.set_postfix(loss=f"{step_loss:.4f}",
                                     lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
+            if eval_every and global_step % eval_every == 0 and i + 1 != n_batches:
+                # --- mid-epoch evaluation (the epoch's last step gets the epoch record) -------
+                # Its own time: evaluation is not training throughput.
+                t_eval = time.perf_counter()
+                val, decision = evaluate_now()
+                mid = {**val.as_dict(), "val_loss": val.loss, "epoch": epoch + 1,
+                       "step": global_step, "warnings": decision.warnings,
+                       "collapse_streak": guard.consecutive}
+                mid.pop("loss")
+                evaluations.append(mid)
+                log.info("step %d (epoch %d)  val_loss %.4f  F1 %.4f  AUC %s  %s", global_step,
+                         epoch + 1, val.loss, val.f1,
+                         "n/a" if val.roc_auc is None else f"{val.roc_auc:.4f}",
+                         format_distribution(val))
+                sink.event("evaluation", mid)
+                report_warnings(epoch, val, decision)
+                model.train()
+                t0 += time.perf_counter() - t_eval
+                if decision.stop:
+                    restart, stop = roll_back(decision, epoch)
+                    if restart is not None:
+                        stop = None
+                        break
+                    stopped_mid = True
+                    break
             stop = _first_stop([cb.on_step_end(global_step) for cb in callbacks])
             if stop is None and should_preempt():  # a flag read: cheap enough for every step
                 stop = Decision(True, StopReason.PREEMPTED,
@@ -344,23 +472,27 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
             torch.cuda.synchronize()
         tally.time_s += time.perf_counter() - t0
         samples_seen, train_time = samples_seen + tally.samples, train_time + tally.time_s
-        if stop is not None and stop.reason == StopReason.PREEMPTED:
-            # --- preempted: `last` at this exact step, published; no evaluation, best kept --
+        if restart is not None:  # rolled back: the epoch starts again from `best`
+            epoch, epochs_done = restart, restart
+            continue
+        if stop is not None and (stop.reason == StopReason.PREEMPTED or stopped_mid):
+            # --- preempted or stopped by a mid-epoch evaluation: `last` at this exact step,
+            # published (a resumed run continues there); no epoch record, best kept ----------
             position = {"epoch": epoch + 1, "step": global_step,
                         "batches_done_in_epoch": tally.batches_done,
                         "batches_in_epoch": n_batches}
             save_last(epoch, tally, is_best=False,
-                      meta={**position, "preempted": True, "metrics": None})
+                      meta={**position, "preempted": stop.reason == StopReason.PREEMPTED,
+                            "metrics": None})
             if publisher is not None:
                 publisher.publish(ckpt_dir / "last", epoch=epoch + 1, is_best=False,
                                   step=global_step,
                                   metrics={**position, "lr": float(scheduler.get_last_lr()[0])})
-        if stop is not None:  # preempted, non-finite loss or cancel mid-epoch
+        if stop is not None:  # preempted, non-finite loss, cancel or a guard stop mid-epoch
             break
 
         # --- evaluate, guard, report ------------------------------------------------------
-        val = evaluate(model, val_loader, criterion, device, autocast_ctx)
-        decision = guard.evaluate(val)
+        val, decision = evaluate_now()
         is_best, early = stopper.evaluate(
             val.as_dict().get(config.selection_metric), epoch + 1,
             eligible=not decision.stop and guard.healthy)
@@ -375,6 +507,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         }
         record.pop("loss")
         history.append(record)
+        evaluations.append(record)
         log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  acc %.4f  P %.4f  R %.4f  "
                  "F1 %.4f  MCC %.4f  AUC %s%s", epoch + 1, config.epochs, record["train_loss"],
                  val.loss, val.accuracy, val.precision, val.recall, val.f1, val.mcc,
@@ -382,10 +515,12 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
                  "  (best)" if is_best else "")
         log.info("  %s", format_distribution(val))
         sink.log_epoch(record)
-        for text in decision.warnings:
-            log.warning("  WARNING collapse risk: %s", text)
-            sink.event("warning", {"epoch": epoch + 1, "message": text,
-                                   "prediction_distribution": val.pred_distribution})
+        report_warnings(epoch, val, decision)
+        if decision.stop:
+            restart, decision = roll_back(decision, epoch)
+            if restart is not None:  # this epoch's checkpoint is never saved; `last` stays
+                epoch, epochs_done = restart, restart  # at the epoch before it
+                continue
 
         # --- checkpoint: last always, best only among epochs that passed the guard --------
         save_last(epoch, None, is_best=is_best, meta={"epoch": epoch + 1, "metrics": record})
@@ -394,6 +529,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         if publisher is not None:
             publisher.publish(ckpt_dir / "last", epoch=epoch + 1, is_best=is_best,
                               metrics=record)
+        epochs_done = epoch + 1
         stop = _first_stop([decision, early,
                             *[cb.on_epoch_end(epoch + 1, record) for cb in callbacks]])
         if stop is None and epoch + 1 < config.epochs and should_preempt():
@@ -403,15 +539,22 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
                             "resume continues from there")
         if stop is not None:
             break
+        epoch += 1
 
     # --- outcome, then the best checkpoint on the test split -------------------------------
+    if stop is None or stop.reason == StopReason.EARLY_STOPPED:
+        # Trained to the end (or early-stopped) without ever separating the classes: a model
+        # that predicts one class is not `completed`, it did not learn.
+        end = guard.at_end()
+        stop = end if end.stop else stop
     if stop is None:
         outcome, message = StopReason.COMPLETED, f"completed {config.epochs} epoch(s)"
     else:
         outcome, message = stop.reason or StopReason.COMPLETED, stop.message
-    result = RunResult(outcome, message, stopper.best_epoch, stopper.best,
-                       len(history) + start_epoch, global_step, history=history,
-                       train_samples_per_s=samples_seen / max(train_time, 1e-9))
+    result = RunResult(outcome, message, stopper.best_epoch, stopper.best, epochs_done,
+                       global_step, history=history,
+                       train_samples_per_s=samples_seen / max(train_time, 1e-9),
+                       rollbacks=list(rollbacks), evaluations=evaluations)
     best_dir = ckpt_dir / "best"
     if best_dir.is_dir() and outcome != StopReason.PREEMPTED:  # the resumed run does this
         ckpt.export_model_dir(best_dir, work_dir / "model")

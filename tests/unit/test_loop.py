@@ -1,8 +1,9 @@
 """The loop end to end on small synthetic C functions (CPU, a few seconds each).
 
 Covers: files and records written, both classes watched, exact resume, the original collapse
-recipe caught by the guard (and the fixed recipe not), non-finite loss, cancellation, and the
-schedule's step count under gradient accumulation.
+recipe caught by the guard (and the fixed recipe not), non-finite loss, cancellation, the
+schedule's step count under gradient accumulation, evaluations every N steps, and the
+`rollback` recovery policy (restore `best` with a lower LR) with its resume.
 """
 
 from __future__ import annotations
@@ -146,8 +147,16 @@ def test_regression_devign_collapse_recipe_is_caught_and_fix_is_not(tmp_path):
     result = run(broken, train_path=paths["train"], val_path=paths["val"],
                  work_dir=tmp_path / "broken", callbacks=[broken_sched],
                  scheduler_factory=broken_sched.factory)
-    assert result.outcome == StopReason.COLLAPSED, result.message
-    assert "predicts one class only" in result.message
+    # The broken schedule keeps the LR near 0 (warmup stepped once per epoch): the model never
+    # predicts both classes above the stop ratio (measured: all vulnerable at epoch 1, all safe
+    # at 2 and 3), so since issue 9 the guard calls it what it is: not learning, not a collapse
+    # of a model that had separated the classes.
+    assert result.outcome == StopReason.NOT_LEARNING, result.message
+    assert "no evaluation ever predicted both classes" in result.message
+    for rec in result.history:
+        dist = rec["prediction_distribution"]
+        assert (dist["predicted_vulnerable"] < 0.2 * dist["actual_vulnerable"]
+                or dist["predicted_safe"] < 0.2 * dist["actual_safe"])
     fixed = TrainConfig(**{**FAST, "batch_size": 24, "lr": 1e-3, "epochs": 3})
     sink = ListSink()
     result = run(fixed, train_path=paths["train"], val_path=paths["val"],
@@ -212,3 +221,134 @@ def test_accumulation_counts_optimizer_steps_and_schedule_ends_at_zero(splits, t
     assert [r["step"] for r in sink.steps] == list(range(2, 23, 2))  # ceil(22 / 20) = 2
     assert sink.config["effective_batch"] == 56
     assert sink.epochs[-1]["lr"] == 0.0
+
+
+def test_evaluations_every_n_steps_are_streamed_with_their_step(splits, tmp_path):
+    from api.schemas import EvaluationMetrics
+
+    sink = ListSink()
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "eval_every_steps": 50})
+    result = run(cfg, train_path=splits["train"], val_path=splits["val"], work_dir=tmp_path,
+                 sink=sink)
+    assert result.outcome == StopReason.COMPLETED, result.message
+    mid = [p for kind, p in sink.events if kind == "evaluation"]
+    assert [p["step"] for p in mid] == [50, 100]  # step 150 ends the epoch: its record
+    assert [r["step"] for r in result.evaluations] == [50, 100, 150]
+    assert result.evaluations[-1] is result.history[-1]
+    for p in mid:
+        assert p["epoch"] == 1 and "loss" not in p and p["val_loss"] > 0
+        assert {"warnings", "collapse_streak", "prediction_distribution", "f1"} <= p.keys()
+        EvaluationMetrics.from_record(p)  # what the API serves in `evaluation` events
+    assert sink.config["eval_every_steps"] == 50 and sink.config["guard_grace_steps"] == 15
+
+
+def test_a_guard_stop_inside_an_epoch_saves_last_at_that_step(splits, tmp_path):
+    # A stop ratio of 100 % puts one class "below" at every evaluation (the predicted counts
+    # never match the actual ones exactly), so the model never separates: not_learning after
+    # the grace (15 steps) at the 2nd evaluation past it, step 30 of the 150 in epoch 1.
+    sink = ListSink()
+    cfg = TrainConfig(**{**FAST, "eval_every_steps": 10, "guard_grace_steps": 15,
+                         "collapse_warn_ratio": 1.0, "collapse_stop_ratio": 1.0,
+                         "collapse_patience": 2})
+    result = run(cfg, train_path=splits["train"], val_path=splits["val"], work_dir=tmp_path,
+                 sink=sink)
+    assert result.outcome == StopReason.NOT_LEARNING, result.message
+    assert result.global_step == 30 and result.epochs_completed == 0 and sink.epochs == []
+    assert [p["collapse_streak"] for k, p in sink.events if k == "evaluation"] == [0, 1, 2]
+    grace_warning = next(p for k, p in sink.events if k == "warning")
+    assert grace_warning["step"] == 10 and "not_separating_yet" in grace_warning["message"]
+    state = torch.load(tmp_path / "checkpoints" / "last" / "training_state.pt",
+                       weights_only=True)
+    assert state["global_step"] == 30 and state["batches_done_in_epoch"] == 30
+    assert state["epoch"] == 0 and not (tmp_path / "checkpoints" / "best").exists()
+
+
+# Measured (seed 42, 1,200 synthetic rows, eval every 50 steps, one torch thread): with the LR
+# warming up to 4e-3 over 300 of 600 steps the model separates the classes in epoch 1 (it passes
+# the guard: the best checkpoint), then flips to one class as the LR nears its peak (step 300);
+# `rollback` recovers at half and a quarter of the LR (docs/guard.md shows that run). With two
+# threads the numbers differ a little (collapse at step 350, best epoch 2), hence one thread
+# here and assertions that hold for both.
+ROLLBACK_RECIPE = {**FAST, "lr": 4e-3, "epochs": 4, "warmup_ratio": 0.5,
+                   "max_warmup_ratio": 1.0, "eval_every_steps": 50}
+
+
+def both_above(record, ratio=0.20):
+    dist = record["prediction_distribution"]
+    return (dist["predicted_vulnerable"] >= ratio * dist["actual_vulnerable"]
+            and dist["predicted_safe"] >= ratio * dist["actual_safe"])
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def rolled_back(splits, tmp_path_factory, one_thread):
+    sink = ListSink()
+    cfg = TrainConfig(**{**ROLLBACK_RECIPE, "on_collapse": "rollback"})
+    result = run(cfg, train_path=splits["train"], val_path=splits["val"],
+                 work_dir=tmp_path_factory.mktemp("rollback"), sink=sink)
+    return result, sink
+
+
+def test_lr_too_high_after_warmup_collapses_and_rollback_recovers(splits, rolled_back,
+                                                                    one_thread, tmp_path):
+    stopped = run(TrainConfig(**ROLLBACK_RECIPE), train_path=splits["train"],
+                  val_path=splits["val"], work_dir=tmp_path)
+    assert stopped.outcome == StopReason.COLLAPSED, stopped.message
+    assert "it had predicted both classes before" in stopped.message
+    assert any(both_above(r) for r in stopped.evaluations[:-1])
+    assert stopped.best_epoch is not None and stopped.rollbacks == []
+
+    result, sink = rolled_back
+    assert result.outcome == StopReason.COMPLETED, result.message
+    assert 1 <= len(result.rollbacks) <= 2 and result.global_step == 600
+    first = result.rollbacks[0]  # the same run as `stopped` up to its collapse
+    assert (first["step"], first["to_epoch"], first["to_step"]) == \
+        (stopped.global_step, stopped.best_epoch, 150 * stopped.best_epoch)
+    assert first["reason"] == stopped.message and first["max_rollbacks"] == 2
+    assert [r["lr_factor"] for r in result.rollbacks] == [0.5, 0.25][:len(result.rollbacks)]
+    assert [p for kind, p in sink.events if kind == "rollback"] == result.rollbacks
+    assert both_above(result.history[-1])  # both classes predicted at the end
+    # epochs run again after a rollback are logged again under their own numbers
+    assert {r["epoch"] for r in sink.epochs} == {1, 2, 3, 4} and len(sink.epochs) > 4
+    # the LR after the rollback is the schedule's, times the factor (warmup continues)
+    again = min(r["step"] for r in sink.steps if r["step"] > first["to_step"])
+    lrs = [r["lr"] for r in sink.steps if r["step"] == again]
+    assert len(lrs) >= 2 and lrs[1] == pytest.approx(0.5 * lrs[0])
+
+
+class StopAfterRollback(Callback):
+    """Cancels at the first epoch end after the sink saw a rollback."""
+
+    def __init__(self, sink: ListSink) -> None:
+        self.sink = sink
+
+    def on_epoch_end(self, epoch, record):
+        if any(kind == "rollback" for kind, _ in self.sink.events):
+            return Decision(True, StopReason.CANCELLED, "interrupted for the test")
+        return None
+
+
+def test_resume_after_a_rollback_keeps_the_lr_factor_and_the_count(splits, rolled_back,
+                                                                   one_thread, tmp_path):
+    straight, _ = rolled_back
+    cfg = TrainConfig(**{**ROLLBACK_RECIPE, "on_collapse": "rollback"})
+    seen = ListSink()
+    first = run(cfg, train_path=splits["train"], val_path=splits["val"], work_dir=tmp_path,
+                sink=seen, callbacks=[StopAfterRollback(seen)])
+    assert first.outcome == StopReason.CANCELLED and first.rollbacks == straight.rollbacks[:1]
+    state = torch.load(tmp_path / "checkpoints" / "last" / "training_state.pt",
+                       weights_only=True)
+    assert state["rollback"] == {"lr_factor": 0.5, "log": straight.rollbacks[:1]}
+    sink = ListSink()
+    resumed = run(cfg, train_path=splits["train"], val_path=splits["val"], work_dir=tmp_path,
+                  sink=sink)
+    assert sink.config["rollback_lr_factor"] == 0.5 and sink.config["rollbacks"] == 1
+    assert resumed.outcome == StopReason.COMPLETED and resumed.rollbacks == straight.rollbacks
+    assert resumed.history[-1]["val_loss"] == straight.history[-1]["val_loss"]

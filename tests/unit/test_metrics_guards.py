@@ -43,12 +43,16 @@ def dist(pred_vuln, pred_safe, actual_vuln=50, actual_safe=50, loss=0.6):
                        predicted=[pred_safe, pred_vuln], actual=[actual_safe, actual_vuln])
 
 
+# The incident's rules apply once the model has separated the classes (an evaluation with both
+# above the stop ratio): each collapse sequence starts with one. Without it the same sequences
+# are `not_learning` (tests/unit/test_guard_rules.py).
 @pytest.mark.parametrize(("sequence", "stop_at", "reason"), [
-    ([(0, 100)], 1, StopReason.COLLAPSED),                       # no vulnerable predictions
-    ([(100, 0)], 1, StopReason.COLLAPSED),                       # no safe predictions
-    ([(8, 92), (8, 92), (8, 92)], 3, StopReason.COLLAPSED),      # 16 % < 20 % three times
-    ([(8, 92), (8, 92), (40, 60), (8, 92), (8, 92)], None, None),  # streak reset by a good epoch
-    ([(92, 8), (92, 8), (92, 8)], 3, StopReason.COLLAPSED),      # the safe class vanishing
+    ([(50, 50), (0, 100)], 2, StopReason.COLLAPSED),               # no vulnerable predictions
+    ([(50, 50), (100, 0)], 2, StopReason.COLLAPSED),               # no safe predictions
+    ([(50, 50), (8, 92), (8, 92), (8, 92)], 4, StopReason.COLLAPSED),  # 16 % < 20 % three times
+    ([(50, 50), (8, 92), (8, 92), (40, 60), (8, 92), (8, 92)], None, None),  # streak reset
+    ([(50, 50), (92, 8), (92, 8), (92, 8)], 4, StopReason.COLLAPSED),  # safe class vanishing
+    ([(0, 100)] * 3, 3, StopReason.NOT_LEARNING),                  # never separated
     ([(50, 50)] * 5, None, None),
 ])
 def test_collapse_guard_scripted(sequence, stop_at, reason):
@@ -77,6 +81,7 @@ def test_collapse_guard_non_finite_loss():
 
 def test_collapse_guard_state_round_trip():
     a = CollapseGuard()
+    a.evaluate(dist(50, 50))
     a.evaluate(dist(8, 92))
     a.evaluate(dist(8, 92))
     b = CollapseGuard()
