@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from streamguard.contract import EventKind, events_channel
-from streamguard.db.jobs import assert_fresh, record_progress
+from streamguard.contract import EventKind, JobStatus, events_channel
+from streamguard.db.jobs import assert_fresh, get_job_or_raise, record_progress, transition
 from streamguard.db.metrics import (
     add_event,
     epoch_recorded,
@@ -96,8 +96,17 @@ def make_publisher(redis: str | RedisSettings | None) -> EventPublisher:
     return RedisEventPublisher(redis) if redis else NullPublisher()
 
 
+def rollback_reason(payload: Mapping[str, Any]) -> str:
+    """The transition reason of a `rollback` event (RollbackPayload)."""
+    return (f"rollback {payload['rollback']} of {payload['max_rollbacks']} at step "
+            f"{payload['step']} (epoch {payload['epoch']}): back to the best checkpoint (epoch "
+            f"{payload['to_epoch']}, step {payload['to_step']}), learning rate x"
+            f"{payload['lr_factor']:.4g}; {payload['reason']}")
+
+
 class DbMetricSink:
-    """MetricSink writing epochs, events and checkpoint records of one leased job.
+    """MetricSink writing epochs, events and checkpoint records of one leased job. A `rollback`
+    event also records a running -> running transition with its reason.
 
     Args:
         session_factory: makes the sink's own session (one per write, committed at once).
@@ -170,6 +179,13 @@ class DbMetricSink:
         payload = dict(payload)
 
         def fenced(session: Session) -> None:
+            if kind == EventKind.ROLLBACK.value:
+                assert_fresh(session=session, job_id=self.job_id, token=self.token)  # row locked
+                # The job stays running; the transition row (and its status event) says why.
+                transition(session=session, job=get_job_or_raise(session=session,
+                                                                 job_id=self.job_id),
+                           to_status=JobStatus.RUNNING, reason=rollback_reason(payload))
+                return
             if kind != EventKind.CHECKPOINT.value:
                 assert_fresh(session=session, job_id=self.job_id, token=self.token)
                 return

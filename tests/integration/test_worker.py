@@ -400,3 +400,81 @@ def test_a_job_model_starts_from_the_tenants_own_finished_job(world: World) -> N
     assert train_job.run(thief) == "failed"
     message = world.job(thief).outcome_message or ""
     assert "no 'best' checkpoint" in message and str(world.store.root) not in message
+
+
+def _evaluation(step: int, epoch: int, predicted_vulnerable: int) -> dict[str, Any]:
+    """A mid-epoch `evaluation` record as the loop writes it (10 validation rows, 7 vulnerable)."""
+    from tests.integration.api_fixtures import epoch_record
+
+    record = epoch_record(epoch, step=step, prediction_distribution={
+        "predicted_vulnerable": predicted_vulnerable, "predicted_safe": 10 - predicted_vulnerable,
+        "actual_vulnerable": 7, "actual_safe": 3})
+    for key in ("train_loss", "lr", "train_samples_per_s", "epoch_time_s", "is_best"):
+        record.pop(key)
+    return record
+
+
+def test_a_rollback_is_a_running_transition_and_an_event_and_replays_over_the_api(
+        world: World) -> None:
+    """DbMetricSink records a rollback as running -> running with its reason (fenced), and
+    `streamguard guard replay --job` reads the evaluations back through the API."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from streamguard.cli_guard import load_remote, replay_lines
+    from streamguard.db.tenants import create_tenant_key
+    from tests.integration.api_fixtures import epoch_record
+
+    job_id = world.submit()
+    with world.sessions() as session, session.begin():
+        token = claim_job(session=session, job_id=job_id, worker_id="w1", lease_s=30)
+    assert token is not None
+    sink = DbMetricSink(world.sessions, job_id, token)
+    sink.event("evaluation", _evaluation(5, 1, 0))  # inside the grace: not separating yet
+    sink.log_epoch(epoch_record(1, step=10))  # 6 of 7 vulnerable, 4 of 3 safe: separated
+    sink.event("evaluation", _evaluation(15, 2, 10))  # no safe predictions: collapsed
+    payload = {"epoch": 2, "step": 15, "to_epoch": 1, "to_step": 10, "lr_factor": 0.5,
+               "rollback": 1, "max_rollbacks": 2,
+               "reason": "no safe predictions on 3 safe validation examples; the model "
+                         "predicts one class only (it had predicted both classes before)"}
+    sink.event("rollback", payload)
+    sink.event("evaluation", _evaluation(15, 2, 6))  # the same step again, at half the LR
+    sink.log_epoch(epoch_record(2, step=20, is_best=False))
+
+    assert world.job(job_id).status == JobStatus.RUNNING
+    with world.sessions() as session:
+        moves = [(t.from_status, t.to_status, t.reason)
+                 for t in list_transitions(session=session, job_id=job_id)]
+    assert moves[-1][:2] == ("running", "running")
+    assert moves[-1][2].startswith("rollback 1 of 2 at step 15 (epoch 2): back to the best "
+                                   "checkpoint (epoch 1, step 10), learning rate x0.5; no safe "
+                                   "predictions"), moves[-1][2]
+    events = world.events(job_id)
+    at = [e.kind for e in events].index("rollback")
+    assert events[at].payload == payload and events[at - 1].kind == "status"
+    assert events[at - 1].payload["from"] == events[at - 1].payload["status"] == "running"
+
+    # fenced like every other write: a worker that lost the lease records no rollback
+    world.expire_lease(job_id)
+    with world.sessions() as session, session.begin():
+        assert claim_job(session=session, job_id=job_id, worker_id="w2", lease_s=30)
+    with pytest.raises(StaleLease):
+        sink.event("rollback", {**payload, "rollback": 2})
+    assert [e.kind for e in world.events(job_id)].count("rollback") == 1
+
+    # `guard replay --job` over the API: the evaluations in the order they ran
+    with world.sessions() as session, session.begin():
+        _, key = create_tenant_key(session=session, tenant_name="acme")
+    with TestClient(create_app(world.settings),
+                    headers={"Authorization": f"Bearer {key}"}) as client:
+        run = load_remote(client, job_id)
+    assert [(r["epoch"], r["step"]) for r in run.records] == \
+        [(1, 5), (1, 10), (2, 15), (2, 15), (2, 20)]
+    lines = replay_lines(run, {"guard_grace_steps": 8})
+    assert lines[0].endswith("guard: warn 30%, stop 20%, patience 3, grace 8 step(s)")
+    assert "not_separating_yet: no vulnerable predictions" in lines[1]
+    assert "STOP collapsed: no safe predictions on 3" in lines[3]
+    assert lines[4] == "      (the recorded run rolled back here)"
+    assert "with these thresholds: collapsed at step 15 (epoch 2)" in lines
+    later = replay_lines(run, {"guard_grace_steps": 16})  # a longer grace: the flip only warns
+    assert "with these thresholds: no stop" in later
