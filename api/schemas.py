@@ -134,6 +134,22 @@ class EvalScores(BaseModel):
     f1: float
     mcc: float
     roc_auc: float | None = Field(description="Null when the split has one class only.")
+    pr_auc: float | None = Field(None, description=(
+        "Average precision (area under the precision-recall curve, no interpolation) of "
+        "p(vulnerable). Null when the split has one class only."))
+    recall_at_fpr10: float | None = Field(None, description=(
+        "The highest recall of a threshold that flags at most 10 % of the safe functions "
+        "(false-positive rate <= 0.10). Null when the split has one class only."))
+    best_threshold: float | None = Field(None, description=(
+        "The p(vulnerable) threshold maximising F1 on this split (vulnerable when p >= "
+        "threshold; ties to the lowest threshold). Null when the split has one class only."))
+    best_threshold_f1: float | None = Field(None, description="The F1 at `best_threshold`.")
+    brier: float | None = Field(None, description=(
+        "Brier score: mean squared error of p(vulnerable); lower is better. Null for an empty "
+        "split."))
+    ece: float | None = Field(None, description=(
+        "Expected calibration error of p(vulnerable) over 10 equal-width bins; lower is "
+        "better. Null for an empty split."))
     prediction_distribution: PredictionDistribution
     confusion_matrix: ConfusionMatrix
 
@@ -167,17 +183,61 @@ class EpochMetrics(EvalScores):
         return cls.model_validate(cls._fields(record))
 
 
+class EvaluationMetrics(EvalScores):
+    """A validation evaluation inside an epoch (`config.eval_every_steps`), as streamed in
+    `evaluation` events; the evaluation at each epoch's end is the `epoch` record."""
+
+    epoch: int = Field(ge=1, description="The epoch in progress.")
+    step: int = Field(ge=1, description="Optimizer steps so far.")
+    val_loss: float | None
+    warnings: list[str] = Field(description="Collapse-guard warnings of this evaluation.")
+    collapse_streak: int = Field(ge=0, description="Consecutive evaluations below the stop "
+                                                   "ratio.")
+    replayed: bool = False
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> EvaluationMetrics:
+        return cls.model_validate(cls._fields(record))
+
+
+class ThresholdScores(BaseModel):
+    """Scores of a split with "vulnerable" when p(vulnerable) >= `threshold`."""
+
+    threshold: float
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    mcc: float
+    confusion_matrix: ConfusionMatrix
+    prediction_distribution: PredictionDistribution
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ThresholdScores:
+        return cls.model_validate(
+            {**record, "confusion_matrix": ConfusionMatrix.from_rows(record["confusion_matrix"])})
+
+
 class TestMetrics(EvalScores):
-    """The best checkpoint's scores on the test split."""
+    """The best checkpoint's scores on the test split: the top-level scores at the argmax
+    (p >= 0.5), `at_threshold` at the threshold chosen on validation (never on test)."""
 
     __test__ = False  # not a pytest class
 
     best_epoch: int | None = Field(None, description="The epoch of the checkpoint tested.")
     loss: float | None
+    threshold: float | None = Field(None, description=(
+        "The decision threshold saved with the model: the best epoch's validation "
+        "`best_threshold`. Null when none was chosen (the model then uses 0.5)."))
+    at_threshold: ThresholdScores | None = Field(None, description=(
+        "The test scores at `threshold`. The test split never chooses the threshold."))
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> TestMetrics:
-        return cls.model_validate(cls._fields(record))
+        fields = cls._fields(record)
+        if record.get("at_threshold") is not None:
+            fields["at_threshold"] = ThresholdScores.from_record(record["at_threshold"])
+        return cls.model_validate(fields)
 
 
 # --- jobs --------------------------------------------------------------------------------------
@@ -316,6 +376,21 @@ class CheckpointPayload(BaseModel):
     sha256: str
 
 
+class RollbackPayload(BaseModel):
+    """The guard saw a collapse and, with `on_collapse: rollback`, went back to the best passing
+    checkpoint with a lower learning rate instead of stopping."""
+
+    epoch: int = Field(description="The epoch of the evaluation that collapsed.")
+    step: int = Field(description="Its optimizer step.")
+    to_epoch: int = Field(description="The epoch of the checkpoint restored.")
+    to_step: int = Field(description="The optimizer step training continues from.")
+    lr_factor: float = Field(description="The learning rate is now multiplied by this (every "
+                                         "rollback so far, compounded).")
+    rollback: int = Field(ge=1, description="This run's rollback count, this one included.")
+    max_rollbacks: int
+    reason: str = Field(description="Why: the guard's collapse message.")
+
+
 class _EventBase(BaseModel):
     id: int = Field(description="The event id; the SSE `id:` line (send it back as "
                                 "Last-Event-ID).")
@@ -347,6 +422,16 @@ class StepEvent(_EventBase):
     data: StepMetrics
 
 
+class EvaluationEvent(_EventBase):
+    kind: Literal["evaluation"]
+    data: EvaluationMetrics
+
+
+class RollbackEvent(_EventBase):
+    kind: Literal["rollback"]
+    data: RollbackPayload
+
+
 class TestEvent(_EventBase):
     __test__ = False  # not a pytest class
 
@@ -354,8 +439,9 @@ class TestEvent(_EventBase):
     data: TestMetrics
 
 
-JobEventRead = Annotated[StatusEvent | EpochEvent | StepEvent | WarningEvent | CheckpointEvent
-                         | TestEvent, Field(discriminator="kind")]
+JobEventRead = Annotated[StatusEvent | EpochEvent | StepEvent | EvaluationEvent | RollbackEvent
+                         | WarningEvent | CheckpointEvent | TestEvent,
+                         Field(discriminator="kind")]
 
 
 class JobEventPage(BaseModel):

@@ -69,6 +69,7 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     EARLY_STOPPED = "early_stopped"
     COLLAPSED = "collapsed"
+    NOT_LEARNING = "not_learning"  # never predicted both classes after the guard's grace
     NON_FINITE_LOSS = "non_finite_loss"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"  # the job's running time reached its max_runtime_s
@@ -76,7 +77,7 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({
-    JobStatus.COMPLETED, JobStatus.EARLY_STOPPED, JobStatus.COLLAPSED,
+    JobStatus.COMPLETED, JobStatus.EARLY_STOPPED, JobStatus.COLLAPSED, JobStatus.NOT_LEARNING,
     JobStatus.NON_FINITE_LOSS, JobStatus.CANCELLED, JobStatus.TIMED_OUT, JobStatus.FAILED,
 })
 
@@ -93,6 +94,13 @@ class EventKind(StrEnum):
     CHECKPOINT = "checkpoint"
     TEST = "test"  # the best checkpoint's test-split metrics
     STEP = "step"  # training loss, learning rate and gradient norm every few optimizer steps
+    EVALUATION = "evaluation"  # a validation evaluation inside an epoch (eval_every_steps)
+    ROLLBACK = "rollback"  # the guard restored the best passing checkpoint with a lower LR
+
+
+#: In an exported model directory: StreamGuard's facts about the model (the decision threshold
+#: chosen on validation, labels, ...). `streamguard predict` and the inference worker read it.
+MODEL_META_FILE = "streamguard.json"
 
 
 # --- object-store keys -------------------------------------------------------------------------

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 #: Statuses that end a job other than by running all its epochs: the figure says why.
-STOPPED = {"collapsed", "early_stopped", "non_finite_loss", "failed", "cancelled", "timed_out",
-           "preempted"}
+STOPPED = {"collapsed", "not_learning", "early_stopped", "non_finite_loss", "failed", "cancelled",
+           "timed_out", "preempted"}
 CLASSES = (("vulnerable", "tab:red"), ("safe", "tab:blue"))
 SCORES = (("f1", "F1 (vulnerable)"), ("accuracy", "accuracy"), ("mcc", "MCC"),
           ("roc_auc", "ROC-AUC"))

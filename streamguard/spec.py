@@ -47,6 +47,11 @@ class ClassWeighting(StrEnum):
     NONE = "none"
 
 
+class OnCollapse(StrEnum):
+    STOP = "stop"  # end the run `collapsed`
+    ROLLBACK = "rollback"  # back to the best passing checkpoint with a lower LR, then go on
+
+
 class MixedPrecision(StrEnum):
     NONE = "none"
     BF16 = "bf16"
@@ -107,6 +112,21 @@ class TrainConfig(BaseModel):
         0.20, ge=0.0, le=1.0,
         description="Stop when a class stays below this fraction for collapse_patience epochs.")
     collapse_patience: int = Field(3, ge=1, le=1000)
+    eval_every_steps: int | None = Field(
+        None, ge=1, le=10_000_000,
+        description="Also evaluate on the validation split every this many optimizer steps "
+                    "(default: once per epoch, at its end). The guard's rules count evaluations.")
+    guard_grace_steps: int | None = Field(
+        None, ge=0, le=10_000_000,
+        description="Optimizer steps before one-class predictions can stop the run (they warn "
+                    "`not_separating_yet` instead); default: the warmup steps.")
+    on_collapse: OnCollapse = Field(
+        OnCollapse.STOP,
+        description="`stop`: end the run `collapsed`. `rollback`: restore the best passing "
+                    "checkpoint (model, optimizer, scheduler, RNG), multiply the LR by "
+                    "rollback_lr_factor and continue, at most max_rollbacks times.")
+    rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    max_rollbacks: int = Field(2, ge=0, le=100)
     # Off by default: on Devign, vulnerable functions are longer, so length-grouped batches are
     # label-skewed and the classifier bias swings from batch to batch; measured here, a tiny
     # model then ended epoch 1 predicting one class only, where shuffled batches did not.

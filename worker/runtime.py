@@ -315,6 +315,7 @@ OUTCOME_STATUS = {
     StopReason.COMPLETED: JobStatus.COMPLETED,
     StopReason.EARLY_STOPPED: JobStatus.EARLY_STOPPED,
     StopReason.COLLAPSED: JobStatus.COLLAPSED,
+    StopReason.NOT_LEARNING: JobStatus.NOT_LEARNING,
     StopReason.NON_FINITE_LOSS: JobStatus.NON_FINITE_LOSS,
     StopReason.CANCELLED: JobStatus.CANCELLED,
 }

@@ -106,11 +106,12 @@ Stored events after `Last-Event-ID` are replayed first, then new ones follow liv
 ends after the job's terminal `status` event. Each message is::
 
     id: <event id>
-    event: <kind: status | epoch | warning | checkpoint | test>
+    event: <kind: status | epoch | step | evaluation | rollback | warning | checkpoint | test>
     data: <the payload as one line of JSON>
 
 The payload of each kind is the `data` of the matching `JobEventRead` variant (`StatusPayload`,
-`EpochMetrics`, `WarningPayload`, `CheckpointPayload`, `TestMetrics`); `GET
+`EpochMetrics`, `StepMetrics`, `EvaluationMetrics`, `RollbackPayload`, `WarningPayload`,
+`CheckpointPayload`, `TestMetrics`); `GET
 /v1/jobs/{job_id}/events/history` returns the same events as JSON. Comment lines (`: ping`)
 keep the connection open. To resume, send the last `id` seen as the `Last-Event-ID` header."""
 

@@ -10,8 +10,10 @@ from sqlalchemy.orm import Session
 from api.schemas import (
     CheckpointPayload,
     EpochMetrics,
+    EvaluationMetrics,
     JobEventPage,
     JobEventRead,
+    RollbackPayload,
     StatusPayload,
     StepMetrics,
     TestMetrics,
@@ -39,6 +41,10 @@ def event_data(kind: str, payload: dict[str, Any]) -> Any:
             return TestMetrics.from_record(payload)
         case EventKind.STEP:
             return StepMetrics.model_validate(payload)
+        case EventKind.EVALUATION:
+            return EvaluationMetrics.from_record(payload)
+        case EventKind.ROLLBACK:
+            return RollbackPayload.model_validate(payload)
 
 
 def to_read(event: JobEvent) -> Any:

@@ -61,8 +61,8 @@ pytestmark = pytest.mark.integration
 CONFIG: dict[str, Any] = {"model": "tiny", "max_seq_len": 96, "tokenizer_vocab_size": 600,
                           "batch_size": 8, "lr": 1e-3, "epochs": 2, "early_stopping_patience": 0}
 SPLITS = {"train": 1200, "val": 100, "test": 100}
-TERMINAL = {"completed", "early_stopped", "collapsed", "non_finite_loss", "cancelled",
-            "timed_out", "failed"}
+TERMINAL = {"completed", "early_stopped", "collapsed", "not_learning", "non_finite_loss",
+            "cancelled", "timed_out", "failed"}
 REFUSAL = "streamguard worker: refusing to start:"
 #: The issue's bound for any request while a dependency is down or hung.
 MAX_REQUEST_S = 5.0

@@ -70,7 +70,8 @@ SPLITS = {"train": 1600, "val": 200, "test": 200}
 EPOCHS = 2
 BATCH_SIZE = 16
 TOTAL_STEPS = SPLITS["train"] // BATCH_SIZE * EPOCHS
-TERMINAL = {"completed", "early_stopped", "collapsed", "non_finite_loss", "cancelled", "failed"}
+TERMINAL = {"completed", "early_stopped", "collapsed", "not_learning", "non_finite_loss",
+            "cancelled", "failed"}
 
 
 # --- the service ---------------------------------------------------------------------------------

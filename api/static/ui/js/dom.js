@@ -78,8 +78,8 @@ export const fmt = {
   },
 };
 
-export const TERMINAL = new Set(["completed", "early_stopped", "collapsed", "non_finite_loss",
-  "cancelled", "timed_out", "failed"]);
+export const TERMINAL = new Set(["completed", "early_stopped", "collapsed", "not_learning",
+  "non_finite_loss", "cancelled", "timed_out", "failed"]);
 
 export function statusBadge(status) {
   return h("span", { class: `badge status-${status}`, text: status.replace(/_/g, " "),
