@@ -24,6 +24,8 @@ from .epoch_metrics import EpochMetrics
 from .error_detail import ErrorDetail
 from .error_item import ErrorItem
 from .error_response import ErrorResponse
+from .evaluation_event import EvaluationEvent
+from .evaluation_metrics import EvaluationMetrics
 from .head_checkpoint_download_name import HeadCheckpointDownloadName
 from .health_read import HealthRead
 from .job_config import JobConfig
@@ -38,10 +40,13 @@ from .job_summary import JobSummary
 from .length_stats import LengthStats
 from .lr_scaling import LrScaling
 from .mixed_precision import MixedPrecision
+from .on_collapse import OnCollapse
 from .prediction_distribution import PredictionDistribution
 from .progress import Progress
 from .readiness_read import ReadinessRead
 from .readiness_read_checks import ReadinessReadChecks
+from .rollback_event import RollbackEvent
+from .rollback_payload import RollbackPayload
 from .status_event import StatusEvent
 from .status_payload import StatusPayload
 from .step_event import StepEvent
@@ -50,6 +55,7 @@ from .step_metric_read import StepMetricRead
 from .step_metrics import StepMetrics
 from .test_event import TestEvent
 from .test_metrics import TestMetrics
+from .threshold_scores import ThresholdScores
 from .transition_read import TransitionRead
 from .warning_event import WarningEvent
 from .warning_payload import WarningPayload
@@ -79,6 +85,8 @@ __all__ = (
     "ErrorDetail",
     "ErrorItem",
     "ErrorResponse",
+    "EvaluationEvent",
+    "EvaluationMetrics",
     "HeadCheckpointDownloadName",
     "HealthRead",
     "JobConfig",
@@ -93,10 +101,13 @@ __all__ = (
     "LengthStats",
     "LrScaling",
     "MixedPrecision",
+    "OnCollapse",
     "PredictionDistribution",
     "Progress",
     "ReadinessRead",
     "ReadinessReadChecks",
+    "RollbackEvent",
+    "RollbackPayload",
     "StatusEvent",
     "StatusPayload",
     "StepEvent",
@@ -105,6 +116,7 @@ __all__ = (
     "StepMetrics",
     "TestEvent",
     "TestMetrics",
+    "ThresholdScores",
     "TransitionRead",
     "WarningEvent",
     "WarningPayload",

@@ -40,6 +40,17 @@ class EpochMetrics:
         train_samples_per_s (float):
         val_loss (float | None):
         warnings (list[str]): Collapse-guard warnings of this epoch.
+        best_threshold (float | None | Unset): The p(vulnerable) threshold maximising F1 on this split (vulnerable when
+            p >= threshold; ties to the lowest threshold). Null when the split has one class only.
+        best_threshold_f1 (float | None | Unset): The F1 at `best_threshold`.
+        brier (float | None | Unset): Brier score: mean squared error of p(vulnerable); lower is better. Null for an
+            empty split.
+        ece (float | None | Unset): Expected calibration error of p(vulnerable) over 10 equal-width bins; lower is
+            better. Null for an empty split.
+        pr_auc (float | None | Unset): Average precision (area under the precision-recall curve, no interpolation) of
+            p(vulnerable). Null when the split has one class only.
+        recall_at_fpr10 (float | None | Unset): The highest recall of a threshold that flags at most 10 % of the safe
+            functions (false-positive rate <= 0.10). Null when the split has one class only.
         replayed (bool | Unset): An earlier attempt of the job had recorded this epoch, then lost the job before the
             epoch's checkpoint was published; this attempt resumed from the checkpoint before and ran the epoch again. These
             values replace the earlier ones (one row per epoch in the metrics history; in the event stream, the later
@@ -64,6 +75,12 @@ class EpochMetrics:
     train_samples_per_s: float
     val_loss: float | None
     warnings: list[str]
+    best_threshold: float | None | Unset = UNSET
+    best_threshold_f1: float | None | Unset = UNSET
+    brier: float | None | Unset = UNSET
+    ece: float | None | Unset = UNSET
+    pr_auc: float | None | Unset = UNSET
+    recall_at_fpr10: float | None | Unset = UNSET
     replayed: bool | Unset = False
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
@@ -107,6 +124,42 @@ class EpochMetrics:
 
         warnings = self.warnings
 
+        best_threshold: float | None | Unset
+        if isinstance(self.best_threshold, Unset):
+            best_threshold = UNSET
+        else:
+            best_threshold = self.best_threshold
+
+        best_threshold_f1: float | None | Unset
+        if isinstance(self.best_threshold_f1, Unset):
+            best_threshold_f1 = UNSET
+        else:
+            best_threshold_f1 = self.best_threshold_f1
+
+        brier: float | None | Unset
+        if isinstance(self.brier, Unset):
+            brier = UNSET
+        else:
+            brier = self.brier
+
+        ece: float | None | Unset
+        if isinstance(self.ece, Unset):
+            ece = UNSET
+        else:
+            ece = self.ece
+
+        pr_auc: float | None | Unset
+        if isinstance(self.pr_auc, Unset):
+            pr_auc = UNSET
+        else:
+            pr_auc = self.pr_auc
+
+        recall_at_fpr10: float | None | Unset
+        if isinstance(self.recall_at_fpr10, Unset):
+            recall_at_fpr10 = UNSET
+        else:
+            recall_at_fpr10 = self.recall_at_fpr10
+
         replayed = self.replayed
 
         field_dict: dict[str, Any] = {}
@@ -133,6 +186,18 @@ class EpochMetrics:
                 "warnings": warnings,
             }
         )
+        if best_threshold is not UNSET:
+            field_dict["best_threshold"] = best_threshold
+        if best_threshold_f1 is not UNSET:
+            field_dict["best_threshold_f1"] = best_threshold_f1
+        if brier is not UNSET:
+            field_dict["brier"] = brier
+        if ece is not UNSET:
+            field_dict["ece"] = ece
+        if pr_auc is not UNSET:
+            field_dict["pr_auc"] = pr_auc
+        if recall_at_fpr10 is not UNSET:
+            field_dict["recall_at_fpr10"] = recall_at_fpr10
         if replayed is not UNSET:
             field_dict["replayed"] = replayed
 
@@ -195,6 +260,60 @@ class EpochMetrics:
 
         warnings = cast(list[str], d.pop("warnings"))
 
+        def _parse_best_threshold(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        best_threshold = _parse_best_threshold(d.pop("best_threshold", UNSET))
+
+        def _parse_best_threshold_f1(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        best_threshold_f1 = _parse_best_threshold_f1(d.pop("best_threshold_f1", UNSET))
+
+        def _parse_brier(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        brier = _parse_brier(d.pop("brier", UNSET))
+
+        def _parse_ece(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        ece = _parse_ece(d.pop("ece", UNSET))
+
+        def _parse_pr_auc(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        pr_auc = _parse_pr_auc(d.pop("pr_auc", UNSET))
+
+        def _parse_recall_at_fpr10(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        recall_at_fpr10 = _parse_recall_at_fpr10(d.pop("recall_at_fpr10", UNSET))
+
         replayed = d.pop("replayed", UNSET)
 
         epoch_metrics = cls(
@@ -216,6 +335,12 @@ class EpochMetrics:
             train_samples_per_s=train_samples_per_s,
             val_loss=val_loss,
             warnings=warnings,
+            best_threshold=best_threshold,
+            best_threshold_f1=best_threshold_f1,
+            brier=brier,
+            ece=ece,
+            pr_auc=pr_auc,
+            recall_at_fpr10=recall_at_fpr10,
             replayed=replayed,
         )
 

@@ -9,6 +9,7 @@ from ..models.class_weighting import ClassWeighting
 from ..models.job_config_selection_metric import JobConfigSelectionMetric
 from ..models.lr_scaling import LrScaling
 from ..models.mixed_precision import MixedPrecision
+from ..models.on_collapse import OnCollapse
 from ..types import UNSET, Unset
 
 T = TypeVar("T", bound="JobConfig")
@@ -32,20 +33,27 @@ class JobConfig:
         early_stopping_patience (int | Unset): Epochs without improvement; 0 disables. Default: 3.
         epochs (int | Unset):  Default: 10.
         eval_batch_size (int | None | Unset): Defaults to 2 x batch_size.
+        eval_every_steps (int | None | Unset): Also evaluate on the validation split every this many optimizer steps
+            (default: once per epoch, at its end). The guard's rules count evaluations.
         grad_clip (float | Unset):  Default: 1.0.
         group_by_length (bool | Unset): Batch functions of similar token length (faster; label-skewed batches when
             length correlates with the label). Default: False.
+        guard_grace_steps (int | None | Unset): Optimizer steps before one-class predictions can stop the run (they warn
+            `not_separating_yet` instead); default: the warmup steps.
         label_smoothing (float | Unset):  Default: 0.05.
         log_every_steps (int | None | Unset): Optimizer steps between step metrics (training loss, learning rate,
             gradient norm); default: about 20 points per epoch.
         lr (float | Unset):  Default: 2e-05.
         lr_scaling (LrScaling | Unset):
+        max_rollbacks (int | Unset):  Default: 2.
         max_seq_len (int | Unset): Tokens per function; never above the model's limit. Default: 512.
         max_warmup_ratio (float | Unset):  Default: 0.2.
         mixed_precision (MixedPrecision | Unset):
         model (str | Unset): Base model: a from-scratch architecture (random-roberta-base, tiny), a Hugging Face hub
             name `owner/name` (letters, digits, `_`, `.`, `-`), or `job:<job id>[/best|/last]` naming one of your finished
             jobs. Default: 'microsoft/codebert-base'.
+        on_collapse (OnCollapse | Unset):
+        rollback_lr_factor (float | Unset):  Default: 0.5.
         seed (int | Unset):  Default: 42.
         selection_metric (JobConfigSelectionMetric | Unset): Validation metric that picks the best checkpoint (higher is
             better). Default: JobConfigSelectionMetric.F1.
@@ -66,16 +74,21 @@ class JobConfig:
     early_stopping_patience: int | Unset = 3
     epochs: int | Unset = 10
     eval_batch_size: int | None | Unset = UNSET
+    eval_every_steps: int | None | Unset = UNSET
     grad_clip: float | Unset = 1.0
     group_by_length: bool | Unset = False
+    guard_grace_steps: int | None | Unset = UNSET
     label_smoothing: float | Unset = 0.05
     log_every_steps: int | None | Unset = UNSET
     lr: float | Unset = 2e-05
     lr_scaling: LrScaling | Unset = UNSET
+    max_rollbacks: int | Unset = 2
     max_seq_len: int | Unset = 512
     max_warmup_ratio: float | Unset = 0.2
     mixed_precision: MixedPrecision | Unset = UNSET
     model: str | Unset = "microsoft/codebert-base"
+    on_collapse: OnCollapse | Unset = UNSET
+    rollback_lr_factor: float | Unset = 0.5
     seed: int | Unset = 42
     selection_metric: JobConfigSelectionMetric | Unset = JobConfigSelectionMetric.F1
     tokenizer_vocab_size: int | Unset = 8000
@@ -111,9 +124,21 @@ class JobConfig:
         else:
             eval_batch_size = self.eval_batch_size
 
+        eval_every_steps: int | None | Unset
+        if isinstance(self.eval_every_steps, Unset):
+            eval_every_steps = UNSET
+        else:
+            eval_every_steps = self.eval_every_steps
+
         grad_clip = self.grad_clip
 
         group_by_length = self.group_by_length
+
+        guard_grace_steps: int | None | Unset
+        if isinstance(self.guard_grace_steps, Unset):
+            guard_grace_steps = UNSET
+        else:
+            guard_grace_steps = self.guard_grace_steps
 
         label_smoothing = self.label_smoothing
 
@@ -129,6 +154,8 @@ class JobConfig:
         if not isinstance(self.lr_scaling, Unset):
             lr_scaling = self.lr_scaling.value
 
+        max_rollbacks = self.max_rollbacks
+
         max_seq_len = self.max_seq_len
 
         max_warmup_ratio = self.max_warmup_ratio
@@ -138,6 +165,12 @@ class JobConfig:
             mixed_precision = self.mixed_precision.value
 
         model = self.model
+
+        on_collapse: str | Unset = UNSET
+        if not isinstance(self.on_collapse, Unset):
+            on_collapse = self.on_collapse.value
+
+        rollback_lr_factor = self.rollback_lr_factor
 
         seed = self.seed
 
@@ -176,10 +209,14 @@ class JobConfig:
             field_dict["epochs"] = epochs
         if eval_batch_size is not UNSET:
             field_dict["eval_batch_size"] = eval_batch_size
+        if eval_every_steps is not UNSET:
+            field_dict["eval_every_steps"] = eval_every_steps
         if grad_clip is not UNSET:
             field_dict["grad_clip"] = grad_clip
         if group_by_length is not UNSET:
             field_dict["group_by_length"] = group_by_length
+        if guard_grace_steps is not UNSET:
+            field_dict["guard_grace_steps"] = guard_grace_steps
         if label_smoothing is not UNSET:
             field_dict["label_smoothing"] = label_smoothing
         if log_every_steps is not UNSET:
@@ -188,6 +225,8 @@ class JobConfig:
             field_dict["lr"] = lr
         if lr_scaling is not UNSET:
             field_dict["lr_scaling"] = lr_scaling
+        if max_rollbacks is not UNSET:
+            field_dict["max_rollbacks"] = max_rollbacks
         if max_seq_len is not UNSET:
             field_dict["max_seq_len"] = max_seq_len
         if max_warmup_ratio is not UNSET:
@@ -196,6 +235,10 @@ class JobConfig:
             field_dict["mixed_precision"] = mixed_precision
         if model is not UNSET:
             field_dict["model"] = model
+        if on_collapse is not UNSET:
+            field_dict["on_collapse"] = on_collapse
+        if rollback_lr_factor is not UNSET:
+            field_dict["rollback_lr_factor"] = rollback_lr_factor
         if seed is not UNSET:
             field_dict["seed"] = seed
         if selection_metric is not UNSET:
@@ -246,9 +289,27 @@ class JobConfig:
 
         eval_batch_size = _parse_eval_batch_size(d.pop("eval_batch_size", UNSET))
 
+        def _parse_eval_every_steps(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        eval_every_steps = _parse_eval_every_steps(d.pop("eval_every_steps", UNSET))
+
         grad_clip = d.pop("grad_clip", UNSET)
 
         group_by_length = d.pop("group_by_length", UNSET)
+
+        def _parse_guard_grace_steps(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        guard_grace_steps = _parse_guard_grace_steps(d.pop("guard_grace_steps", UNSET))
 
         label_smoothing = d.pop("label_smoothing", UNSET)
 
@@ -270,6 +331,8 @@ class JobConfig:
         else:
             lr_scaling = LrScaling(_lr_scaling)
 
+        max_rollbacks = d.pop("max_rollbacks", UNSET)
+
         max_seq_len = d.pop("max_seq_len", UNSET)
 
         max_warmup_ratio = d.pop("max_warmup_ratio", UNSET)
@@ -282,6 +345,15 @@ class JobConfig:
             mixed_precision = MixedPrecision(_mixed_precision)
 
         model = d.pop("model", UNSET)
+
+        _on_collapse = d.pop("on_collapse", UNSET)
+        on_collapse: OnCollapse | Unset
+        if isinstance(_on_collapse, Unset):
+            on_collapse = UNSET
+        else:
+            on_collapse = OnCollapse(_on_collapse)
+
+        rollback_lr_factor = d.pop("rollback_lr_factor", UNSET)
 
         seed = d.pop("seed", UNSET)
 
@@ -310,16 +382,21 @@ class JobConfig:
             early_stopping_patience=early_stopping_patience,
             epochs=epochs,
             eval_batch_size=eval_batch_size,
+            eval_every_steps=eval_every_steps,
             grad_clip=grad_clip,
             group_by_length=group_by_length,
+            guard_grace_steps=guard_grace_steps,
             label_smoothing=label_smoothing,
             log_every_steps=log_every_steps,
             lr=lr,
             lr_scaling=lr_scaling,
+            max_rollbacks=max_rollbacks,
             max_seq_len=max_seq_len,
             max_warmup_ratio=max_warmup_ratio,
             mixed_precision=mixed_precision,
             model=model,
+            on_collapse=on_collapse,
+            rollback_lr_factor=rollback_lr_factor,
             seed=seed,
             selection_metric=selection_metric,
             tokenizer_vocab_size=tokenizer_vocab_size,

@@ -9,6 +9,8 @@ from attrs import field as _attrs_field
 if TYPE_CHECKING:
     from ..models.checkpoint_event import CheckpointEvent
     from ..models.epoch_event import EpochEvent
+    from ..models.evaluation_event import EvaluationEvent
+    from ..models.rollback_event import RollbackEvent
     from ..models.status_event import StatusEvent
     from ..models.step_event import StepEvent
     from ..models.test_event import TestEvent
@@ -22,17 +24,29 @@ T = TypeVar("T", bound="JobEventPage")
 class JobEventPage:
     """
     Attributes:
-        items (list[CheckpointEvent | EpochEvent | StatusEvent | StepEvent | TestEvent | WarningEvent]):
+        items (list[CheckpointEvent | EpochEvent | EvaluationEvent | RollbackEvent | StatusEvent | StepEvent | TestEvent
+            | WarningEvent]):
         next_after_id (int | None): Pass as `after_id` for the next page; null when no more events are stored yet.
     """
 
-    items: list[CheckpointEvent | EpochEvent | StatusEvent | StepEvent | TestEvent | WarningEvent]
+    items: list[
+        CheckpointEvent
+        | EpochEvent
+        | EvaluationEvent
+        | RollbackEvent
+        | StatusEvent
+        | StepEvent
+        | TestEvent
+        | WarningEvent
+    ]
     next_after_id: int | None
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         from ..models.checkpoint_event import CheckpointEvent  # noqa: PLC0415
         from ..models.epoch_event import EpochEvent  # noqa: PLC0415
+        from ..models.evaluation_event import EvaluationEvent  # noqa: PLC0415
+        from ..models.rollback_event import RollbackEvent  # noqa: PLC0415
         from ..models.status_event import StatusEvent  # noqa: PLC0415
         from ..models.step_event import StepEvent  # noqa: PLC0415
         from ..models.warning_event import WarningEvent  # noqa: PLC0415
@@ -45,6 +59,10 @@ class JobEventPage:
             elif isinstance(items_item_data, EpochEvent):
                 items_item = items_item_data.to_dict()
             elif isinstance(items_item_data, StepEvent):
+                items_item = items_item_data.to_dict()
+            elif isinstance(items_item_data, EvaluationEvent):
+                items_item = items_item_data.to_dict()
+            elif isinstance(items_item_data, RollbackEvent):
                 items_item = items_item_data.to_dict()
             elif isinstance(items_item_data, WarningEvent):
                 items_item = items_item_data.to_dict()
@@ -73,6 +91,8 @@ class JobEventPage:
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         from ..models.checkpoint_event import CheckpointEvent  # noqa: PLC0415
         from ..models.epoch_event import EpochEvent  # noqa: PLC0415
+        from ..models.evaluation_event import EvaluationEvent  # noqa: PLC0415
+        from ..models.rollback_event import RollbackEvent  # noqa: PLC0415
         from ..models.status_event import StatusEvent  # noqa: PLC0415
         from ..models.step_event import StepEvent  # noqa: PLC0415
         from ..models.test_event import TestEvent  # noqa: PLC0415
@@ -85,7 +105,16 @@ class JobEventPage:
 
             def _parse_items_item(
                 data: object,
-            ) -> CheckpointEvent | EpochEvent | StatusEvent | StepEvent | TestEvent | WarningEvent:
+            ) -> (
+                CheckpointEvent
+                | EpochEvent
+                | EvaluationEvent
+                | RollbackEvent
+                | StatusEvent
+                | StepEvent
+                | TestEvent
+                | WarningEvent
+            ):
                 try:
                     if not isinstance(data, dict):
                         raise TypeError()
@@ -113,7 +142,7 @@ class JobEventPage:
                 try:
                     if not isinstance(data, dict):
                         raise TypeError()
-                    items_item_type_3 = WarningEvent.from_dict(data)
+                    items_item_type_3 = EvaluationEvent.from_dict(data)
 
                     return items_item_type_3
                 except (TypeError, ValueError, AttributeError, KeyError):
@@ -121,16 +150,32 @@ class JobEventPage:
                 try:
                     if not isinstance(data, dict):
                         raise TypeError()
-                    items_item_type_4 = CheckpointEvent.from_dict(data)
+                    items_item_type_4 = RollbackEvent.from_dict(data)
 
                     return items_item_type_4
                 except (TypeError, ValueError, AttributeError, KeyError):
                     pass
+                try:
+                    if not isinstance(data, dict):
+                        raise TypeError()
+                    items_item_type_5 = WarningEvent.from_dict(data)
+
+                    return items_item_type_5
+                except (TypeError, ValueError, AttributeError, KeyError):
+                    pass
+                try:
+                    if not isinstance(data, dict):
+                        raise TypeError()
+                    items_item_type_6 = CheckpointEvent.from_dict(data)
+
+                    return items_item_type_6
+                except (TypeError, ValueError, AttributeError, KeyError):
+                    pass
                 if not isinstance(data, dict):
                     raise TypeError()
-                items_item_type_5 = TestEvent.from_dict(data)
+                items_item_type_7 = TestEvent.from_dict(data)
 
-                return items_item_type_5
+                return items_item_type_7
 
             items_item = _parse_items_item(items_item_data)
 

@@ -8,6 +8,7 @@ class JobStatus(StrEnum):
     EARLY_STOPPED = "early_stopped"
     FAILED = "failed"
     NON_FINITE_LOSS = "non_finite_loss"
+    NOT_LEARNING = "not_learning"
     QUEUED = "queued"
     RUNNING = "running"
     TIMED_OUT = "timed_out"

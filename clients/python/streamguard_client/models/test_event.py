@@ -19,7 +19,8 @@ class TestEvent:
     """
     Attributes:
         created_at (datetime.datetime):
-        data (TestMetrics): The best checkpoint's scores on the test split.
+        data (TestMetrics): The best checkpoint's scores on the test split: the top-level scores at the argmax
+            (p >= 0.5), `at_threshold` at the threshold chosen on validation (never on test).
         id (int): The event id; the SSE `id:` line (send it back as Last-Event-ID).
         kind (Literal['test']):
     """

@@ -98,11 +98,12 @@ def sync_detailed(
     ends after the job's terminal `status` event. Each message is::
 
         id: <event id>
-        event: <kind: status | epoch | warning | checkpoint | test>
+        event: <kind: status | epoch | step | evaluation | rollback | warning | checkpoint | test>
         data: <the payload as one line of JSON>
 
     The payload of each kind is the `data` of the matching `JobEventRead` variant (`StatusPayload`,
-    `EpochMetrics`, `WarningPayload`, `CheckpointPayload`, `TestMetrics`); `GET
+    `EpochMetrics`, `StepMetrics`, `EvaluationMetrics`, `RollbackPayload`, `WarningPayload`,
+    `CheckpointPayload`, `TestMetrics`); `GET
     /v1/jobs/{job_id}/events/history` returns the same events as JSON. Comment lines (`: ping`)
     keep the connection open. To resume, send the last `id` seen as the `Last-Event-ID` header.
 
@@ -149,11 +150,12 @@ def sync(
     ends after the job's terminal `status` event. Each message is::
 
         id: <event id>
-        event: <kind: status | epoch | warning | checkpoint | test>
+        event: <kind: status | epoch | step | evaluation | rollback | warning | checkpoint | test>
         data: <the payload as one line of JSON>
 
     The payload of each kind is the `data` of the matching `JobEventRead` variant (`StatusPayload`,
-    `EpochMetrics`, `WarningPayload`, `CheckpointPayload`, `TestMetrics`); `GET
+    `EpochMetrics`, `StepMetrics`, `EvaluationMetrics`, `RollbackPayload`, `WarningPayload`,
+    `CheckpointPayload`, `TestMetrics`); `GET
     /v1/jobs/{job_id}/events/history` returns the same events as JSON. Comment lines (`: ping`)
     keep the connection open. To resume, send the last `id` seen as the `Last-Event-ID` header.
 
@@ -195,11 +197,12 @@ async def asyncio_detailed(
     ends after the job's terminal `status` event. Each message is::
 
         id: <event id>
-        event: <kind: status | epoch | warning | checkpoint | test>
+        event: <kind: status | epoch | step | evaluation | rollback | warning | checkpoint | test>
         data: <the payload as one line of JSON>
 
     The payload of each kind is the `data` of the matching `JobEventRead` variant (`StatusPayload`,
-    `EpochMetrics`, `WarningPayload`, `CheckpointPayload`, `TestMetrics`); `GET
+    `EpochMetrics`, `StepMetrics`, `EvaluationMetrics`, `RollbackPayload`, `WarningPayload`,
+    `CheckpointPayload`, `TestMetrics`); `GET
     /v1/jobs/{job_id}/events/history` returns the same events as JSON. Comment lines (`: ping`)
     keep the connection open. To resume, send the last `id` seen as the `Last-Event-ID` header.
 
@@ -244,11 +247,12 @@ async def asyncio(
     ends after the job's terminal `status` event. Each message is::
 
         id: <event id>
-        event: <kind: status | epoch | warning | checkpoint | test>
+        event: <kind: status | epoch | step | evaluation | rollback | warning | checkpoint | test>
         data: <the payload as one line of JSON>
 
     The payload of each kind is the `data` of the matching `JobEventRead` variant (`StatusPayload`,
-    `EpochMetrics`, `WarningPayload`, `CheckpointPayload`, `TestMetrics`); `GET
+    `EpochMetrics`, `StepMetrics`, `EvaluationMetrics`, `RollbackPayload`, `WarningPayload`,
+    `CheckpointPayload`, `TestMetrics`); `GET
     /v1/jobs/{job_id}/events/history` returns the same events as JSON. Comment lines (`: ping`)
     keep the connection open. To resume, send the last `id` seen as the `Last-Event-ID` header.
 

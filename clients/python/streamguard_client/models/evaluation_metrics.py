@@ -1,0 +1,316 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from attrs import define as _attrs_define
+from attrs import field as _attrs_field
+
+from ..types import UNSET, Unset
+
+if TYPE_CHECKING:
+    from ..models.confusion_matrix import ConfusionMatrix
+    from ..models.prediction_distribution import PredictionDistribution
+
+
+T = TypeVar("T", bound="EvaluationMetrics")
+
+
+@_attrs_define
+class EvaluationMetrics:
+    """A validation evaluation inside an epoch (`config.eval_every_steps`), as streamed in
+    `evaluation` events; the evaluation at each epoch's end is the `epoch` record.
+
+        Attributes:
+            accuracy (float):
+            collapse_streak (int): Consecutive evaluations below the stop ratio.
+            confusion_matrix (ConfusionMatrix): Counts with "vulnerable" as the positive class.
+            epoch (int): The epoch in progress.
+            f1 (float):
+            mcc (float):
+            precision (float):
+            prediction_distribution (PredictionDistribution): How many functions of the split each class was predicted for,
+                and how many it has.
+            recall (float):
+            roc_auc (float | None): Null when the split has one class only.
+            step (int): Optimizer steps so far.
+            val_loss (float | None):
+            warnings (list[str]): Collapse-guard warnings of this evaluation.
+            best_threshold (float | None | Unset): The p(vulnerable) threshold maximising F1 on this split (vulnerable when
+                p >= threshold; ties to the lowest threshold). Null when the split has one class only.
+            best_threshold_f1 (float | None | Unset): The F1 at `best_threshold`.
+            brier (float | None | Unset): Brier score: mean squared error of p(vulnerable); lower is better. Null for an
+                empty split.
+            ece (float | None | Unset): Expected calibration error of p(vulnerable) over 10 equal-width bins; lower is
+                better. Null for an empty split.
+            pr_auc (float | None | Unset): Average precision (area under the precision-recall curve, no interpolation) of
+                p(vulnerable). Null when the split has one class only.
+            recall_at_fpr10 (float | None | Unset): The highest recall of a threshold that flags at most 10 % of the safe
+                functions (false-positive rate <= 0.10). Null when the split has one class only.
+            replayed (bool | Unset):  Default: False.
+    """
+
+    accuracy: float
+    collapse_streak: int
+    confusion_matrix: ConfusionMatrix
+    epoch: int
+    f1: float
+    mcc: float
+    precision: float
+    prediction_distribution: PredictionDistribution
+    recall: float
+    roc_auc: float | None
+    step: int
+    val_loss: float | None
+    warnings: list[str]
+    best_threshold: float | None | Unset = UNSET
+    best_threshold_f1: float | None | Unset = UNSET
+    brier: float | None | Unset = UNSET
+    ece: float | None | Unset = UNSET
+    pr_auc: float | None | Unset = UNSET
+    recall_at_fpr10: float | None | Unset = UNSET
+    replayed: bool | Unset = False
+    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        accuracy = self.accuracy
+
+        collapse_streak = self.collapse_streak
+
+        confusion_matrix = self.confusion_matrix.to_dict()
+
+        epoch = self.epoch
+
+        f1 = self.f1
+
+        mcc = self.mcc
+
+        precision = self.precision
+
+        prediction_distribution = self.prediction_distribution.to_dict()
+
+        recall = self.recall
+
+        roc_auc: float | None
+        roc_auc = self.roc_auc
+
+        step = self.step
+
+        val_loss: float | None
+        val_loss = self.val_loss
+
+        warnings = self.warnings
+
+        best_threshold: float | None | Unset
+        if isinstance(self.best_threshold, Unset):
+            best_threshold = UNSET
+        else:
+            best_threshold = self.best_threshold
+
+        best_threshold_f1: float | None | Unset
+        if isinstance(self.best_threshold_f1, Unset):
+            best_threshold_f1 = UNSET
+        else:
+            best_threshold_f1 = self.best_threshold_f1
+
+        brier: float | None | Unset
+        if isinstance(self.brier, Unset):
+            brier = UNSET
+        else:
+            brier = self.brier
+
+        ece: float | None | Unset
+        if isinstance(self.ece, Unset):
+            ece = UNSET
+        else:
+            ece = self.ece
+
+        pr_auc: float | None | Unset
+        if isinstance(self.pr_auc, Unset):
+            pr_auc = UNSET
+        else:
+            pr_auc = self.pr_auc
+
+        recall_at_fpr10: float | None | Unset
+        if isinstance(self.recall_at_fpr10, Unset):
+            recall_at_fpr10 = UNSET
+        else:
+            recall_at_fpr10 = self.recall_at_fpr10
+
+        replayed = self.replayed
+
+        field_dict: dict[str, Any] = {}
+        field_dict.update(self.additional_properties)
+        field_dict.update(
+            {
+                "accuracy": accuracy,
+                "collapse_streak": collapse_streak,
+                "confusion_matrix": confusion_matrix,
+                "epoch": epoch,
+                "f1": f1,
+                "mcc": mcc,
+                "precision": precision,
+                "prediction_distribution": prediction_distribution,
+                "recall": recall,
+                "roc_auc": roc_auc,
+                "step": step,
+                "val_loss": val_loss,
+                "warnings": warnings,
+            }
+        )
+        if best_threshold is not UNSET:
+            field_dict["best_threshold"] = best_threshold
+        if best_threshold_f1 is not UNSET:
+            field_dict["best_threshold_f1"] = best_threshold_f1
+        if brier is not UNSET:
+            field_dict["brier"] = brier
+        if ece is not UNSET:
+            field_dict["ece"] = ece
+        if pr_auc is not UNSET:
+            field_dict["pr_auc"] = pr_auc
+        if recall_at_fpr10 is not UNSET:
+            field_dict["recall_at_fpr10"] = recall_at_fpr10
+        if replayed is not UNSET:
+            field_dict["replayed"] = replayed
+
+        return field_dict
+
+    @classmethod
+    def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.confusion_matrix import ConfusionMatrix  # noqa: PLC0415
+        from ..models.prediction_distribution import PredictionDistribution  # noqa: PLC0415
+
+        d = dict(src_dict)
+        accuracy = d.pop("accuracy")
+
+        collapse_streak = d.pop("collapse_streak")
+
+        confusion_matrix = ConfusionMatrix.from_dict(d.pop("confusion_matrix"))
+
+        epoch = d.pop("epoch")
+
+        f1 = d.pop("f1")
+
+        mcc = d.pop("mcc")
+
+        precision = d.pop("precision")
+
+        prediction_distribution = PredictionDistribution.from_dict(d.pop("prediction_distribution"))
+
+        recall = d.pop("recall")
+
+        def _parse_roc_auc(data: object) -> float | None:
+            if data is None:
+                return data
+            return cast(float | None, data)
+
+        roc_auc = _parse_roc_auc(d.pop("roc_auc"))
+
+        step = d.pop("step")
+
+        def _parse_val_loss(data: object) -> float | None:
+            if data is None:
+                return data
+            return cast(float | None, data)
+
+        val_loss = _parse_val_loss(d.pop("val_loss"))
+
+        warnings = cast(list[str], d.pop("warnings"))
+
+        def _parse_best_threshold(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        best_threshold = _parse_best_threshold(d.pop("best_threshold", UNSET))
+
+        def _parse_best_threshold_f1(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        best_threshold_f1 = _parse_best_threshold_f1(d.pop("best_threshold_f1", UNSET))
+
+        def _parse_brier(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        brier = _parse_brier(d.pop("brier", UNSET))
+
+        def _parse_ece(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        ece = _parse_ece(d.pop("ece", UNSET))
+
+        def _parse_pr_auc(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        pr_auc = _parse_pr_auc(d.pop("pr_auc", UNSET))
+
+        def _parse_recall_at_fpr10(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        recall_at_fpr10 = _parse_recall_at_fpr10(d.pop("recall_at_fpr10", UNSET))
+
+        replayed = d.pop("replayed", UNSET)
+
+        evaluation_metrics = cls(
+            accuracy=accuracy,
+            collapse_streak=collapse_streak,
+            confusion_matrix=confusion_matrix,
+            epoch=epoch,
+            f1=f1,
+            mcc=mcc,
+            precision=precision,
+            prediction_distribution=prediction_distribution,
+            recall=recall,
+            roc_auc=roc_auc,
+            step=step,
+            val_loss=val_loss,
+            warnings=warnings,
+            best_threshold=best_threshold,
+            best_threshold_f1=best_threshold_f1,
+            brier=brier,
+            ece=ece,
+            pr_auc=pr_auc,
+            recall_at_fpr10=recall_at_fpr10,
+            replayed=replayed,
+        )
+
+        evaluation_metrics.additional_properties = d
+        return evaluation_metrics
+
+    @property
+    def additional_keys(self) -> list[str]:
+        return list(self.additional_properties.keys())
+
+    def __getitem__(self, key: str) -> Any:
+        return self.additional_properties[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.additional_properties[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.additional_properties[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.additional_properties
