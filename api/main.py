@@ -18,7 +18,7 @@ from api.dependency_errors import register_dependency_handlers
 from api.errors import register_handlers
 from api.middleware import install_edge
 from api.openapi import install as install_openapi
-from api.routes import checkpoints, datasets, events, health, jobs, report, ui
+from api.routes import checkpoints, datasets, events, health, jobs, predict, report, ui
 from api.streams import EventHub
 from streamguard.db.session import make_engine, make_session_factory
 from streamguard.settings import Settings, get_settings
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_handlers(app)
     register_dependency_handlers(app)
     install_edge(app, settings)  # middleware, CORS, id/name checks: before the routers
-    for module in (health, datasets, jobs, events, checkpoints, report, ui):
+    for module in (health, datasets, jobs, events, checkpoints, predict, report, ui):
         app.include_router(module.router)
     return app
 

@@ -5,10 +5,12 @@
     streamguard up --no-demo --port 8080 --data-dir /srv/streamguard
 
 `up` needs no servers: SQLite, a file:// artifact store and Celery's filesystem broker, all
-under `--data-dir`. It migrates the database, starts `uvicorn` (the API) and ONE real Celery
-worker as child processes (logs in `DATA_DIR/logs/`), creates a development key for tenant
-`dev`, and unless `--no-demo` trains a tiny model on synthetic C functions through the HTTP API,
-printing each epoch as the SSE stream delivers it. Ctrl-C (or SIGTERM) stops both children.
+under `--data-dir`. It migrates the database, starts `uvicorn` (the API), ONE real Celery
+training worker and one inference worker (`python -m worker.inference`: the `inference` queue
+of `POST /v1/jobs/{id}/predict`) as child processes (logs in `DATA_DIR/logs/`), restarting
+either worker when it dies, creates a development key for tenant `dev`, and unless `--no-demo`
+trains a tiny model on synthetic C functions through the HTTP API, printing each epoch as the
+SSE stream delivers it. Ctrl-C (or SIGTERM) stops the children.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 #: A worker that exits this often within a minute is crash-looping: `up` stops restarting it.
 WORKER_RESTARTS_PER_MINUTE = 5
+#: The children `up` restarts when they die, and what its messages call them.
+SUPERVISED = {"worker": "worker", "inference": "inference worker"}
 
 
 def say(text: str = "") -> None:
@@ -65,7 +69,8 @@ def register(sub: Any) -> None:
                         f"or {DEFAULT_DATA_DIR})")
     p.set_defaults(handler=cmd_keys_create)
 
-    p = sub.add_parser("up", help="run the API and one worker locally, with no servers")
+    p = sub.add_parser("up", help="run the API, one worker and one inference worker locally, "
+                                  "with no servers")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
@@ -139,6 +144,7 @@ class Services:
         self._restart_lock = threading.Lock()
         self._supervised = False
         self.worker_failure: str | None = None  # set when the supervisor gave up
+        self._failed = "worker"  # the process it gave up on
 
     @property
     def base_url(self) -> str:
@@ -152,59 +158,70 @@ class Services:
             "worker": [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker",
                        "--pool=solo", "--concurrency=1", "-Q", queue, "--loglevel=INFO",
                        "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            # Predictions in a process of their own: they never wait behind a training job.
+            "inference": [sys.executable, "-m", "worker.inference", "--without-gossip",
+                          "--without-mingle", "--without-heartbeat"],
         }
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         for name, cmd in commands.items():
             self.logs[name] = self.data_dir / "logs" / f"{name}.log"
-            log_file = self.logs[name].open("ab")
-            self._files.append(log_file)
-            self.procs[name] = subprocess.Popen(cmd, env=env, stdout=log_file,
-                                                stderr=subprocess.STDOUT,
-                                                start_new_session=True)
-        self._worker_cmd, self._env = commands["worker"], env
+            self.procs[name] = self._spawn(name, cmd, env)
+        self._commands, self._env = commands, env
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log_file = self.logs[name].open("ab")
+        self._files.append(log_file)
+        return subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
     def supervise_worker(self) -> None:
-        """Restart the worker whenever it exits (killed, out of memory, a crash) until `stop()`.
+        """Restart a worker (training or inference) whenever it exits (killed, out of memory, a
+        crash) until `stop()`.
 
-        Runs in a daemon thread once the services are up. The job the dead worker ran keeps its
-        lease until that lapses; then the new worker's sweeper re-queues it and it resumes from
-        its `last` checkpoint. A worker that exits WORKER_RESTARTS_PER_MINUTE times in a minute
-        is left down, and `check_alive` reports it.
+        Runs in a daemon thread once the services are up. The job a dead training worker ran
+        keeps its lease until that lapses; then the new worker's sweeper re-queues it and it
+        resumes from its `last` checkpoint (a dead inference worker's request answers 503 when
+        its wait ends). A worker that exits WORKER_RESTARTS_PER_MINUTE times in a minute is left
+        down, and `check_alive` reports it.
         """
-        self._supervised, exits = True, list[float]()
+        self._supervised = True
+        exits: dict[str, list[float]] = {name: [] for name in SUPERVISED}
         while not self._stopping.wait(0.5):
-            proc = self.procs["worker"]
-            if proc.poll() is None:
-                continue
-            now = time.monotonic()
-            exits = [t for t in exits if now - t < 60.0] + [now]
-            if proc.returncode == WORKER_CONFIG_EXIT:  # misconfigured: a restart cannot help
-                note = refusal_note(self.logs["worker"])
-                self.worker_failure = f"the worker refused to start{note}"
+            for name in SUPERVISED:
+                if self.procs[name].poll() is None or not self._restart(name, exits[name]):
+                    continue
                 return
-            if len(exits) >= WORKER_RESTARTS_PER_MINUTE:
-                self.worker_failure = (f"the worker exited {len(exits)} times within a minute "
-                                       f"(last exit code {proc.returncode}); see "
-                                       f"{self.logs['worker']}")
-                return
-            say(f"worker  exited with code {proc.returncode}; restarting it "
-                f"(its job resumes from its last checkpoint once its lease lapses)")
-            with self._restart_lock:  # never a new worker once stop() began
-                if self._stopping.is_set():
-                    return
-                log_file = self.logs["worker"].open("ab")
-                self._files.append(log_file)
-                self.procs["worker"] = subprocess.Popen(
-                    self._worker_cmd, env=self._env, stdout=log_file,
-                    stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _restart(self, name: str, exits: list[float]) -> bool:
+        """Start `name` again after its exit; True when giving up (`worker_failure` says why)."""
+        proc, what = self.procs[name], SUPERVISED[name]
+        now = time.monotonic()
+        exits[:] = [t for t in exits if now - t < 60.0] + [now]
+        if proc.returncode == WORKER_CONFIG_EXIT:  # misconfigured: a restart cannot help
+            self.worker_failure = f"the {what} refused to start{refusal_note(self.logs[name])}"
+            self._failed = name
+            return True
+        if len(exits) >= WORKER_RESTARTS_PER_MINUTE:
+            self.worker_failure = (f"the {what} exited {len(exits)} times within a minute "
+                                   f"(last exit code {proc.returncode}); see {self.logs[name]}")
+            self._failed = name
+            return True
+        say(f"{name:<7} exited with code {proc.returncode}; restarting it"
+            + (" (its job resumes from its last checkpoint once its lease lapses)"
+               if name == "worker" else ""))
+        with self._restart_lock:  # never a new worker once stop() began
+            if self._stopping.is_set():
+                return True
+            self.procs[name] = self._spawn(name, self._commands[name], self._env)
+        return False
 
     def check_alive(self) -> None:
         """Raise RuntimeError naming a child that exited, with the end of its log (a supervised
         worker only once the supervisor gave up on it)."""
         if self.worker_failure:
-            raise RuntimeError(self.worker_failure + refusal_note(self.logs["worker"]))
+            raise RuntimeError(self.worker_failure + refusal_note(self.logs[self._failed]))
         for name, proc in list(self.procs.items()):
-            if name == "worker" and self._supervised:
+            if name in SUPERVISED and self._supervised:
                 continue
             if proc.poll() is not None:
                 tail = self.logs[name].read_text(errors="replace").splitlines()[-20:]
@@ -291,7 +308,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                              daemon=True).start()
             say(f"API     {services.base_url}  (dashboard: {services.base_url}/ui/, docs: "
                 f"{services.base_url}/docs)")
-            say(f"logs    {services.logs['api']}, {services.logs['worker']}")
+            say(f"logs    {services.logs['api']}, {services.logs['worker']}, "
+                f"{services.logs['inference']}")
             say(f"API key for tenant 'dev': {key}")
             say(f"        curl -H 'Authorization: Bearer {key}' {services.base_url}/v1/jobs")
             status = None
@@ -304,7 +322,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 services.check_alive()
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            say("\nstopping the API and the worker ...")
+            say("\nstopping the API and the workers ...")
             return 0
         except RuntimeError as exc:
             say(f"streamguard up: error: {exc}")

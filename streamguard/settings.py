@@ -96,6 +96,27 @@ class WorkerSettings(BaseModel):
     sweep_interval_s: int = Field(default=30, gt=0)
 
 
+class InferenceSettings(BaseModel):
+    """Inference workers (`POST /v1/jobs/{id}/predict`): their own queue and processes, so a
+    prediction never waits behind a training job."""
+
+    queue: str = "inference"
+    #: Models kept loaded per inference worker process (LRU by job id + checkpoint sha256).
+    cache_size: int = Field(default=2, gt=0)
+    #: Unpacked checkpoints of the cached models (default: data_dir/inference-cache).
+    cache_dir: Path = DEFAULT_DATA_DIR / "inference-cache"
+    #: "cpu", "cuda", "cuda:1"; None: the worker's GPU when it has one, else the CPU.
+    device: str | None = None
+    #: How long the API waits for an inference worker's answer before a 503 + Retry-After; a
+    #: request not started by then is dropped by the worker (the task expires).
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    #: Celery result backend of the inference tasks only. None: `db+` + db.url (PostgreSQL), or
+    #: a SQLite file of its own under data_dir when db.url is SQLite.
+    result_backend_url: str | None = None
+    #: Results nobody collected are deleted after this (the inference worker cleans them).
+    result_expires_s: int = Field(default=3600, gt=0)
+
+
 class ApiSettings(BaseModel):
     """HTTP API limits, per-tenant quotas and exposure."""
 
@@ -138,6 +159,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
 
     @model_validator(mode="after")
     def _derive_and_check(self) -> Settings:
@@ -148,6 +170,8 @@ class Settings(BaseSettings):
             self.storage.uri = (self.data_dir.resolve() / "artifacts").as_uri()
         if "work_dir" not in self.worker.model_fields_set:
             self.worker.work_dir = self.data_dir / "work"
+        if "cache_dir" not in self.inference.model_fields_set:
+            self.inference.cache_dir = self.data_dir / "inference-cache"
 
         if self.broker.visibility_timeout_s <= self.worker.max_job_runtime_s:
             raise ValueError(
@@ -172,6 +196,7 @@ class Settings(BaseSettings):
     def _urls(self) -> dict[str, str | None]:
         return {"db.url": self.db.url, "redis.url": self.redis.url,
                 "broker.url": self.broker.url, "storage.uri": self.storage.uri,
+                "inference.result_backend_url": self.inference.result_backend_url,
                 "storage.s3_endpoint_url": self.storage.s3_endpoint_url}
 
     # --- derived values for the broker -----------------------------------------------------
@@ -194,6 +219,19 @@ class Settings(BaseSettings):
                     "control_folder": str(self.broker_dir / "control"),
                     "polling_interval": 0.2}
         return {"visibility_timeout": self.broker.visibility_timeout_s}
+
+    def inference_result_backend(self) -> str:
+        """The inference tasks' Celery result backend: the setting, or the database's URL as a
+        `db+` backend (a SQLite database gets a file of its own: no lock shared with jobs)."""
+        if self.inference.result_backend_url:
+            return self.inference.result_backend_url
+        if self.db.url.startswith("sqlite"):
+            return f"db+sqlite:///{self.data_dir.resolve().as_posix()}/inference-results.db"
+        url = self.db.url
+        for plain in ("postgresql://", "postgres://"):  # psycopg 3, as streamguard.db runs it
+            if url.startswith(plain):
+                url = "postgresql+psycopg://" + url[len(plain):]
+        return "db+" + url
 
     def ensure_dirs(self) -> None:
         """Create data_dir and the local folders derived from it (idempotent)."""
