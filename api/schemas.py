@@ -171,12 +171,14 @@ class EpochMetrics(EvalScores):
     epoch_time_s: float
     warnings: list[str] = Field(description="Collapse-guard warnings of this epoch.")
     is_best: bool = Field(description="This epoch is the best so far (and passed the guard).")
-    collapse_streak: int = Field(ge=0, description="Consecutive epochs below the stop ratio.")
+    collapse_streak: int = Field(ge=0, description="Consecutive evaluations below the stop "
+                                                   "ratio.")
     replayed: bool = Field(False, description=(
-        "An earlier attempt of the job had recorded this epoch, then lost the job before the "
-        "epoch's checkpoint was published; this attempt resumed from the checkpoint before and "
-        "ran the epoch again. These values replace the earlier ones (one row per epoch in the "
-        "metrics history; in the event stream, the later `epoch` event wins)."))
+        "This epoch was recorded before and ran again: an earlier attempt of the job lost the "
+        "job before the epoch's checkpoint was published (this attempt resumed from the one "
+        "before), or the guard rolled back to an earlier checkpoint. These values replace the "
+        "earlier ones (one row per epoch in the metrics history; in the event stream, the "
+        "later `epoch` event wins)."))
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> EpochMetrics:
@@ -364,6 +366,7 @@ class StatusPayload(BaseModel):
 
 class WarningPayload(BaseModel):
     epoch: int
+    step: int | None = Field(None, description="The optimizer step of the evaluation.")
     message: str
     prediction_distribution: PredictionDistribution
 

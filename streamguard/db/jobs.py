@@ -47,8 +47,9 @@ from streamguard.errors import JobNotFound, JobStateConflict, StreamGuardError
 
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
-    # running -> queued: preempted (the worker shut down) or re-queued after its worker was lost
-    JobStatus.RUNNING: TERMINAL_STATUSES | {JobStatus.QUEUED},
+    # running -> queued: preempted (the worker shut down) or re-queued after its worker was lost;
+    # running -> running: the guard rolled back to the best checkpoint (worker/sinks.py)
+    JobStatus.RUNNING: TERMINAL_STATUSES | {JobStatus.QUEUED, JobStatus.RUNNING},
     **{status: frozenset() for status in TERMINAL_STATUSES},
 }
 

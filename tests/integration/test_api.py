@@ -539,6 +539,7 @@ def test_openapi_lists_every_route_with_response_schemas(api: ApiHarness) -> Non
         ("post", "/v1/jobs"), ("get", "/v1/jobs"), ("get", "/v1/jobs/{job_id}"),
         ("post", "/v1/jobs/{job_id}/cancel"), ("get", "/v1/jobs/{job_id}/metrics"),
         ("get", "/v1/jobs/{job_id}/steps"), ("get", "/v1/jobs/{job_id}/report.png"),
+        ("post", "/v1/jobs/{job_id}/predict"),
         ("get", "/v1/jobs/{job_id}/events"), ("get", "/v1/jobs/{job_id}/checkpoints"),
         ("get", "/v1/jobs/{job_id}/checkpoints/{name}/download"),
         ("head", "/v1/jobs/{job_id}/checkpoints/{name}/download"),

@@ -41,6 +41,11 @@ from .length_stats import LengthStats
 from .lr_scaling import LrScaling
 from .mixed_precision import MixedPrecision
 from .on_collapse import OnCollapse
+from .predict_checkpoint import PredictCheckpoint
+from .predict_item import PredictItem
+from .predict_item_label_name import PredictItemLabelName
+from .predict_request import PredictRequest
+from .predict_response import PredictResponse
 from .prediction_distribution import PredictionDistribution
 from .progress import Progress
 from .readiness_read import ReadinessRead
@@ -102,7 +107,12 @@ __all__ = (
     "LrScaling",
     "MixedPrecision",
     "OnCollapse",
+    "PredictCheckpoint",
     "PredictionDistribution",
+    "PredictItem",
+    "PredictItemLabelName",
+    "PredictRequest",
+    "PredictResponse",
     "Progress",
     "ReadinessRead",
     "ReadinessReadChecks",

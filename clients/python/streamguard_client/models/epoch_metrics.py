@@ -22,7 +22,7 @@ class EpochMetrics:
 
     Attributes:
         accuracy (float):
-        collapse_streak (int): Consecutive epochs below the stop ratio.
+        collapse_streak (int): Consecutive evaluations below the stop ratio.
         confusion_matrix (ConfusionMatrix): Counts with "vulnerable" as the positive class.
         epoch (int):
         epoch_time_s (float):
@@ -51,10 +51,10 @@ class EpochMetrics:
             p(vulnerable). Null when the split has one class only.
         recall_at_fpr10 (float | None | Unset): The highest recall of a threshold that flags at most 10 % of the safe
             functions (false-positive rate <= 0.10). Null when the split has one class only.
-        replayed (bool | Unset): An earlier attempt of the job had recorded this epoch, then lost the job before the
-            epoch's checkpoint was published; this attempt resumed from the checkpoint before and ran the epoch again. These
-            values replace the earlier ones (one row per epoch in the metrics history; in the event stream, the later
-            `epoch` event wins). Default: False.
+        replayed (bool | Unset): This epoch was recorded before and ran again: an earlier attempt of the job lost the
+            job before the epoch's checkpoint was published (this attempt resumed from the one before), or the guard rolled
+            back to an earlier checkpoint. These values replace the earlier ones (one row per epoch in the metrics history;
+            in the event stream, the later `epoch` event wins). Default: False.
     """
 
     accuracy: float

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
+
+from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
     from ..models.prediction_distribution import PredictionDistribution
@@ -21,11 +23,13 @@ class WarningPayload:
         message (str):
         prediction_distribution (PredictionDistribution): How many functions of the split each class was predicted for,
             and how many it has.
+        step (int | None | Unset): The optimizer step of the evaluation.
     """
 
     epoch: int
     message: str
     prediction_distribution: PredictionDistribution
+    step: int | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -34,6 +38,12 @@ class WarningPayload:
         message = self.message
 
         prediction_distribution = self.prediction_distribution.to_dict()
+
+        step: int | None | Unset
+        if isinstance(self.step, Unset):
+            step = UNSET
+        else:
+            step = self.step
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
@@ -44,6 +54,8 @@ class WarningPayload:
                 "prediction_distribution": prediction_distribution,
             }
         )
+        if step is not UNSET:
+            field_dict["step"] = step
 
         return field_dict
 
@@ -58,10 +70,20 @@ class WarningPayload:
 
         prediction_distribution = PredictionDistribution.from_dict(d.pop("prediction_distribution"))
 
+        def _parse_step(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        step = _parse_step(d.pop("step", UNSET))
+
         warning_payload = cls(
             epoch=epoch,
             message=message,
             prediction_distribution=prediction_distribution,
+            step=step,
         )
 
         warning_payload.additional_properties = d
