@@ -121,6 +121,9 @@ def parse_jsonl(text: str, name: str) -> list[InputRow]:
                                      "with a string `func`"))
         elif not isinstance(row.get("func"), str):
             problems.append((number, "no string `func` (the function's source text)"))
+        elif not _is_unicode(row["func"]):
+            problems.append((number, "`func` is not valid Unicode text (a lone surrogate "
+                                     "escape such as \\ud800)"))
         else:
             rows.append(InputRow(row, row["func"]))
     if problems:
@@ -129,6 +132,15 @@ def parse_jsonl(text: str, name: str) -> list[InputRow]:
         raise DataError(name, [], summary=f"{name}: no rows (expected one JSON object with a "
                                           "string `func` per line)")
     return rows
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether `text` encodes to UTF-8 (JSON may escape lone surrogates; tokenizers refuse them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- the model --------------------------------------------------------------------------------

@@ -37,15 +37,26 @@ from streamguard.settings import Settings
 
 
 def _utf8_bounded(text: str) -> str:
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_FUNCTION_BYTES:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate); send the source as UTF-8 "
+                         "text") from None
+    if size > MAX_FUNCTION_BYTES:
         raise ValueError(f"function longer than {MAX_FUNCTION_BYTES} bytes (UTF-8); "
                          "split the request or shorten the function")
     return text
 
 
+#: Source text: any character but the C0/C1 controls other than tab, line feed, vertical tab,
+#: form feed and carriage return (the API's edge refuses the others in every JSON body).
+SOURCE_PATTERN = r"^[^\x00-\x08\x0e-\x1f\x7f-\x9f]+$"
 FunctionSource = Annotated[str, Field(min_length=1, max_length=MAX_FUNCTION_BYTES,
+                                      pattern=SOURCE_PATTERN,
                                       description="One function's source text (UTF-8, at most "
-                                                  f"{MAX_FUNCTION_BYTES} bytes)."),
+                                                  f"{MAX_FUNCTION_BYTES} bytes; tabs and line "
+                                                  "breaks are fine, other control characters "
+                                                  "are not)."),
                            AfterValidator(_utf8_bounded)]
 
 
@@ -63,7 +74,7 @@ class PredictRequest(BaseModel):
 class PredictCheckpoint(BaseModel):
     """The checkpoint that answered."""
 
-    name: Literal["best"] = "best"
+    name: Literal["best"]
     epoch: int = Field(ge=1, description="The epoch the checkpoint was saved after.")
     sha256: str = Field(description="sha256 of the checkpoint's model archive (as listed by "
                                     "GET /v1/jobs/{id}/checkpoints).")
@@ -79,7 +90,9 @@ class PredictItem(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    job_id: str
+    """The predictions of one request, and the checkpoint and threshold that made them."""
+
+    job_id: str = Field(description="The job whose best checkpoint answered.")
     checkpoint: PredictCheckpoint
     threshold: float = Field(ge=0.0, le=1.0, description="The decision threshold of the model "
                                                          "(0.5 unless the model names one).")

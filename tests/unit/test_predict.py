@@ -142,11 +142,12 @@ def test_jsonl_rows_keep_their_fields_and_bad_lines_are_named(tmp_path: Path) ->
     rows = parse_jsonl('{"id": 7, "func": "int f;", "project": "x"}\n\n{"func": "g"}\n', "a")
     assert rows == [InputRow({"id": 7, "func": "int f;", "project": "x"}, "int f;"),
                     InputRow({"func": "g"}, "g")]
-    text = '{"func": "ok"}\n{"id": 2}\nnot json\n[1, 2]\n{"func": 3}\n'
+    text = '{"func": "ok"}\n{"id": 2}\nnot json\n[1, 2]\n{"func": 3}\n{"func": "a\\ud800"}\n'
     with pytest.raises(DataError) as err:
         parse_jsonl(text, "in.jsonl")
-    assert [line for line, _ in err.value.problems] == [2, 3, 4, 5]
-    assert "in.jsonl: 4 bad line(s)" in err.value.message
+    assert [line for line, _ in err.value.problems] == [2, 3, 4, 5, 6]
+    assert "in.jsonl: 5 bad line(s)" in err.value.message
+    assert "line 6: `func` is not valid Unicode" in err.value.message
     assert "line 2: no string `func`" in err.value.message
     assert "line 3: not JSON" in err.value.message
     with pytest.raises(DataError, match="no rows"):
@@ -380,8 +381,10 @@ def test_request_limits() -> None:
     from streamguard.predict import MAX_FUNCTION_BYTES, MAX_FUNCTIONS
 
     PredictRequest(functions=["x" * MAX_FUNCTION_BYTES] + ["int f;\n\t"] * (MAX_FUNCTIONS - 1))
+    PredictRequest(functions=["int f(void)\r\n{\v\f\treturn 0;\n}", "é€𝄞"])
     for functions in ([], ["a"] * (MAX_FUNCTIONS + 1), [""], ["x" * (MAX_FUNCTION_BYTES + 1)],
-                      ["é" * (MAX_FUNCTION_BYTES // 2 + 1)]):
+                      ["é" * (MAX_FUNCTION_BYTES // 2 + 1)], ["a\ud800"], ["a\x00"],
+                      ["\x1b[0m"], ["\x85"]):
         with pytest.raises(ValidationError):
             PredictRequest(functions=functions)
     with pytest.raises(ValidationError):
