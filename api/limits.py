@@ -28,6 +28,10 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _JSON_STRING_RE = re.compile(r'"(?>[^"\\]+|\\.|\\\Z)*+(?:"|\Z)', re.S)
 _NOT_BRACKET_RE = re.compile(r"[^\[\]{}]+")
 _BRACKET_STEP = str.maketrans({"[": "\x02", "{": "\x02", "]": "\x00", "}": "\x00"})
+#: JSON bodies that carry source code (`POST /v1/jobs/{id}/predict`): tabs, line breaks and form
+#: feeds are part of a function's text there; every other control character is still refused.
+SOURCE_TEXT_PATH_RE = re.compile(r"^/v1/jobs/[^/]+/predict$")
+_SOURCE_WHITESPACE = str.maketrans("", "", "\t\n\r\f\v")
 
 
 # --- body limits ---------------------------------------------------------------------------------
@@ -43,14 +47,15 @@ def json_too_deep(text: str, max_depth: int) -> bool:
     return max(accumulate(map(sub, steps, repeat(1))), default=0) > max_depth
 
 
-def control_character_field(value: Any) -> str | None:
+def control_character_field(value: Any, *, source_text: bool = False) -> str | None:
     """The dotted field of the first string (or key) in a decoded JSON body holding a control
-    character, `body` for a top-level string; None when there is none."""
+    character, `body` for a top-level string; None when there is none. With `source_text`,
+    string values may hold tabs, line breaks and form feeds (keys still may not)."""
     stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
     while stack:  # iterative: the depth is bounded, but not by Python's recursion limit
         item, path = stack.pop()
         if isinstance(item, str):
-            if CONTROL_RE.search(item):
+            if CONTROL_RE.search(item.translate(_SOURCE_WHITESPACE) if source_text else item):
                 return ".".join(path) or "body"
         elif isinstance(item, dict):
             for key, child in reversed(item.items()):
@@ -144,7 +149,9 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        problem = self._json_problem(body) if is_json and body else None
+        source_text = SOURCE_TEXT_PATH_RE.match(scope["path"]) is not None
+        problem = (self._json_problem(body, source_text=source_text) if is_json and body
+                   else None)
         if problem is not None:
             field, text = problem
             await error_response(422, "validation_error", f"invalid request: {field}: {text}",
@@ -161,7 +168,8 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    def _json_problem(self, body: bytes) -> tuple[str, str] | None:
+    def _json_problem(self, body: bytes, *, source_text: bool = False
+                      ) -> tuple[str, str] | None:
         """(field, message) for a JSON body nested too deeply or holding control characters.
         Malformed JSON is left to FastAPI, which reports the position."""
         try:
@@ -175,7 +183,7 @@ class BodyLimitMiddleware:
             value = json.loads(text)
         except (ValueError, RecursionError):
             return None
-        field = control_character_field(value)
+        field = control_character_field(value, source_text=source_text)
         if field is None:
             return None
         return field, ("control characters (U+0000 to U+001F, U+007F to U+009F) are not "

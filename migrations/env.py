@@ -29,6 +29,15 @@ def render_item(type_: str, obj: Any, _autogen_context: Any) -> str | bool:
     return False
 
 
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool,
+                   _compare_to: Any) -> bool:
+    """Leave Celery's result tables alone (the inference queue's `db+` result backend makes
+    `celery_taskmeta` and `celery_tasksetmeta` in the same database): autogenerate would
+    otherwise offer to drop them."""
+    return not (type_ == "table" and reflected and name is not None
+                and name.startswith("celery_"))
+
+
 def database_url() -> str:
     url = context.get_x_argument(as_dictionary=True).get("url")
     url = url or config.get_main_option("sqlalchemy.url")
@@ -60,7 +69,7 @@ def run_migrations_online() -> None:
                 "PRAGMA foreign_keys=OFF")
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=is_sqlite, compare_type=True,
-                          render_item=render_item,
+                          render_item=render_item, include_object=include_object,
                           # We emit BEGIN ourselves (session.make_engine), so SQLite DDL is
                           # transactional too: a failed migration leaves no half-made schema.
                           transactional_ddl=True)

@@ -87,7 +87,9 @@ def service(tmp_path_factory: pytest.TempPathFactory, api_db_url: str,
              # thousands of requests from one key in a few minutes: the rate limit and the
              # queued-jobs quota (tested in test_quotas_secrets.py) would answer most with 429
              "rate_limit_per_minute": 0, "max_queued_jobs_per_tenant": 100_000,
-             "max_running_jobs_per_tenant": 100_000})
+             "max_running_jobs_per_tenant": 100_000},
+        # no inference worker runs here: a valid predict request answers 503 after 1 s, not 30
+        inference={"request_timeout_s": 1})
     app = create_app(settings)
     enqueued: list[str] = []
     app.dependency_overrides[get_enqueue] = lambda: enqueued.append
@@ -180,6 +182,15 @@ class Excuse:
 #: error code); a schema-valid request refused with `validation_error` (the server's own schema
 #: disagreeing with the published one) or with any other code is still a failure.
 EXCUSES = [
+    Excuse("positive_data_acceptance", "POST /v1/jobs/{job_id}/predict", 413,
+           "payload_too_large", "body",
+           "64 functions of 256 KiB each are schema-valid one by one, but the whole body is also "
+           "bounded by the deployment's api.max_json_bytes: a limit across items (and on the "
+           "encoded bytes) JSON Schema cannot state"),
+    Excuse("negative_data_rejection", "POST /v1/jobs/{job_id}/predict", 413,
+           "payload_too_large", "body",
+           "an over-long function in a body over api.max_json_bytes is refused for the body's "
+           "size before it is parsed: a refusal, with a status schemathesis does not list"),
     Excuse("positive_data_acceptance", "POST /v1/datasets", 422, "invalid_dataset", "file",
            "the upload is `format: binary`; that its bytes must be JSONL lines of "
            "{func, target} is a rule on file content no schema states (schemathesis sends PNGs "

@@ -6,8 +6,6 @@ from typing import Any, Literal, TypeVar, cast
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-from ..types import UNSET, Unset
-
 T = TypeVar("T", bound="PredictCheckpoint")
 
 
@@ -17,32 +15,31 @@ class PredictCheckpoint:
 
     Attributes:
         epoch (int): The epoch the checkpoint was saved after.
+        name (Literal['best']):
         sha256 (str): sha256 of the checkpoint's model archive (as listed by GET /v1/jobs/{id}/checkpoints).
-        name (Literal['best'] | Unset):  Default: 'best'.
     """
 
     epoch: int
+    name: Literal["best"]
     sha256: str
-    name: Literal["best"] | Unset = "best"
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         epoch = self.epoch
 
-        sha256 = self.sha256
-
         name = self.name
+
+        sha256 = self.sha256
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
                 "epoch": epoch,
+                "name": name,
                 "sha256": sha256,
             }
         )
-        if name is not UNSET:
-            field_dict["name"] = name
 
         return field_dict
 
@@ -51,16 +48,16 @@ class PredictCheckpoint:
         d = dict(src_dict)
         epoch = d.pop("epoch")
 
-        sha256 = d.pop("sha256")
-
-        name = cast(Literal["best"] | Unset, d.pop("name", UNSET))
-        if name != "best" and not isinstance(name, Unset):
+        name = cast(Literal["best"], d.pop("name"))
+        if name != "best":
             raise ValueError(f"name must match const 'best', got '{name}'")
+
+        sha256 = d.pop("sha256")
 
         predict_checkpoint = cls(
             epoch=epoch,
-            sha256=sha256,
             name=name,
+            sha256=sha256,
         )
 
         predict_checkpoint.additional_properties = d

@@ -16,11 +16,12 @@ T = TypeVar("T", bound="PredictResponse")
 
 @_attrs_define
 class PredictResponse:
-    """
+    """The predictions of one request, and the checkpoint and threshold that made them.
+
     Attributes:
         checkpoint (PredictCheckpoint): The checkpoint that answered.
         items (list[PredictItem]):
-        job_id (str):
+        job_id (str): The job whose best checkpoint answered.
         threshold (float): The decision threshold of the model (0.5 unless the model names one).
     """
 
