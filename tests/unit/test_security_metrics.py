@@ -149,7 +149,7 @@ def test_one_class_split_gives_none_not_nan(labels):
     assert recall_at_fpr(s, y) is None
     assert best_f1_threshold(s, y) == (None, None)
     # calibration is defined for one class, and sklearn agrees
-    assert brier_score(s, y) == pytest.approx(sk.brier_score_loss(labels, scores, labels=[0, 1]))
+    assert brier_score(s, y) == pytest.approx(sk.brier_score_loss(labels, scores, pos_label=1))
     assert expected_calibration_error(s, y) == pytest.approx(ece_reference(scores, labels))
     m = compute_metrics(torch.tensor([[0.0, math.log(p / (1 - p))] for p in scores]), y, 0.3)
     d = m.as_dict()
