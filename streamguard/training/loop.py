@@ -42,7 +42,13 @@ from streamguard.training.callbacks import Callback
 from streamguard.training.data import EpochBatchSampler
 from streamguard.training.guards import CollapseGuard, Decision, EarlyStopping, StopReason
 from streamguard.training.loss import class_weights, make_loss
-from streamguard.training.metrics import EvalMetrics, compute_metrics, format_distribution
+from streamguard.training.metrics import (
+    EvalMetrics,
+    at_threshold,
+    compute_metrics,
+    format_distribution,
+)
+from streamguard.training.model_card import guard_events, write_model_card
 from streamguard.training.publish import CheckpointPublisher
 from streamguard.training.schedule import LrPlan, build_scheduler, plan_lr
 
@@ -206,8 +212,13 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
           store: ArtifactStore | None = None, store_prefix: str = "",
           callbacks: Sequence[Callback] = (), resume_state: dict[str, Any] | None = None,
           scheduler_factory: SchedulerFactory = build_scheduler,
-          progress: bool = False, should_preempt: Callable[[], bool] | None = None) -> RunResult:
+          progress: bool = False, should_preempt: Callable[[], bool] | None = None,
+          data: Mapping[str, Mapping[str, Any]] | None = None,
+          created_by: str = "streamguard") -> RunResult:
     """Train with the collapse guard; returns the outcome (collapse is an outcome, not an error).
+
+    `data` describes the splits for the exported model's card (`model_card.describe_split`);
+    `created_by` names who trained it there.
 
     `resume_state` is a loaded `training_state.pt` (the model must already hold that
     checkpoint's weights); the run then continues where it records: after an epoch, or inside
@@ -290,6 +301,8 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
     for cb in callbacks:
         cb.on_train_start(banner)
 
+    card_data = data or {"train": {"rows": sum(label_counts), "label_counts": list(label_counts)}}
+
     def save_last(epoch: int, tally: EpochTally | None, *, is_best: bool,
                   meta: dict[str, Any]) -> None:
         """Write `last` after 0-based `epoch`, or inside it at `tally` (a preemption)."""
@@ -313,6 +326,13 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
                 "class_weights": weights.tolist(), "label_counts": list(label_counts)}
         ckpt.save_checkpoint(ckpt_dir / "last", model=model, tokenizer=tokenizer, state=state,
                              meta=meta, train_config_json=config.to_json())
+        # Every checkpoint carries its card and its threshold (this evaluation's best-F1 one),
+        # so a downloaded `best` (or the inference worker's copy) predicts at its own threshold.
+        write_model_card(
+            ckpt_dir / "last", config=config, history=history, outcome="running",
+            message=f"checkpoint at optimizer step {global_step}", best_epoch=meta.get("epoch"),
+            test_metrics=None, threshold=(meta.get("metrics") or {}).get("best_threshold"),
+            data=card_data, created_by=created_by)
 
     def evaluate_now() -> tuple[EvalMetrics, Decision]:
         """Evaluate on the validation split at this step and ask the guard."""
@@ -557,14 +577,28 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
                        rollbacks=list(rollbacks), evaluations=evaluations)
     best_dir = ckpt_dir / "best"
     if best_dir.is_dir() and outcome != StopReason.PREEMPTED:  # the resumed run does this
-        ckpt.export_model_dir(best_dir, work_dir / "model")
+        model_dir = ckpt.export_model_dir(best_dir, work_dir / "model")
+        # The model's threshold: the best epoch's validation best-F1 threshold, read from best's
+        # own meta (a resumed run's history may lack that epoch). The test split never picks it.
+        threshold = (ckpt.load_meta(best_dir).get("metrics") or {}).get("best_threshold")
         if test_loader is not None:
             load_model(model, str(best_dir / "model.safetensors"), device=str(device))
             test = evaluate(model, test_loader, criterion, device, autocast_ctx)
-            result.test_metrics = ckpt.to_native(test.as_dict())
+            chosen = None if threshold is None else at_threshold(test, threshold)
+            result.test_metrics = ckpt.to_native({**test.as_dict(), "threshold": threshold,
+                                                  "at_threshold": chosen})
             log.info("test (best epoch %s): acc %.4f  F1 %.4f  MCC %.4f  %s", result.best_epoch,
                      test.accuracy, test.f1, test.mcc, format_distribution(test))
+            if chosen is not None:
+                log.info("test at the validation threshold %.4f: acc %.4f  P %.4f  R %.4f  "
+                         "F1 %.4f  MCC %.4f", threshold, chosen["accuracy"],
+                         chosen["precision"], chosen["recall"], chosen["f1"], chosen["mcc"])
             sink.event("test", {"best_epoch": result.best_epoch, **result.test_metrics})
+        write_model_card(
+            model_dir, config=config, history=history, outcome=outcome.value, message=message,
+            events=guard_events(result.evaluations, result.rollbacks),
+            best_epoch=result.best_epoch, test_metrics=result.test_metrics, threshold=threshold,
+            data=card_data, created_by=created_by)
     log.info("outcome: %s: %s", outcome.value, message)
     for cb in callbacks:
         cb.on_train_end(outcome.value)

@@ -25,6 +25,7 @@ from streamguard.training.callbacks import Callback, CancelOnRequest
 from streamguard.training.data import make_loader, tokenize
 from streamguard.training.loop import RunResult, SchedulerFactory, train
 from streamguard.training.model import build_model
+from streamguard.training.model_card import describe_split
 from streamguard.training.schedule import build_scheduler
 
 log = logging.getLogger("streamguard.train")
@@ -64,7 +65,8 @@ def run(config: TrainConfig, *, train_path: str | Path, val_path: str | Path,
         callbacks: Sequence[Callback] = (),
         scheduler_factory: SchedulerFactory = build_scheduler,
         base_model: Path | None = None,
-        should_preempt: Callable[[], bool] | None = None) -> RunResult:
+        should_preempt: Callable[[], bool] | None = None,
+        created_by: str = "streamguard train") -> RunResult:
     """Validate, build, train. Raises DataError/InvalidTrainConfig before any training step.
 
     `base_model` is a local model folder to start from instead of `config.model` (the worker
@@ -104,6 +106,11 @@ def run(config: TrainConfig, *, train_path: str | Path, val_path: str | Path,
                            pin_memory=dev.type == "cuda")
 
     eval_batch = config.effective_eval_batch_size
+    # for the model card: which data made the model (file name, sha256, rows, labels)
+    data = {"train": describe_split(train_path, [e.target for e in train_ex]),
+            "validation": describe_split(val_path, [e.target for e in val_ex]),
+            **({"test": describe_split(test_path, [e.target for e in test_ex])}
+               if test_ex and test_path is not None else {})}
     all_callbacks = list(callbacks)
     if should_cancel is not None:
         all_callbacks.append(CancelOnRequest(should_cancel))
@@ -114,4 +121,5 @@ def run(config: TrainConfig, *, train_path: str | Path, val_path: str | Path,
         test_loader=loader(test_ex, shuffle=False, batch=eval_batch) if test_ex else None,
         label_counts=counts, work_dir=work_dir, device=dev, sink=sink, store=store,
         store_prefix=store_prefix, callbacks=all_callbacks, resume_state=resume_state,
-        scheduler_factory=scheduler_factory, progress=progress, should_preempt=should_preempt)
+        scheduler_factory=scheduler_factory, progress=progress, should_preempt=should_preempt,
+        data=data, created_by=created_by)

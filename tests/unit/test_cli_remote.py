@@ -115,7 +115,8 @@ def test_every_client_command_documents_itself(capsys: pytest.CaptureFixture[str
 def test_watch_exit_codes_are_distinct_for_every_bad_ending() -> None:
     bad = {k: v for k, v in WATCH_EXIT.items() if k not in ("completed", "early_stopped")}
     assert WATCH_EXIT["completed"] == WATCH_EXIT["early_stopped"] == 0
-    assert set(bad) == {"collapsed", "non_finite_loss", "cancelled", "timed_out", "failed"}
+    assert set(bad) == {"collapsed", "not_learning", "non_finite_loss", "cancelled", "timed_out",
+                        "failed"}
     assert len(set(bad.values())) == len(bad) and 0 not in bad.values()
     assert not set(bad.values()) & {EXIT_REFUSED, EXIT_UNREACHABLE}
 

@@ -8,6 +8,7 @@ schedule's step count under gradient accumulation, evaluations every N steps, an
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,18 @@ def test_run_writes_checkpoints_records_and_model(splits, tmp_path):
                for r in sink.steps)
     for name in ("best", "last"):
         assert (tmp_path / "checkpoints" / name / "training_state.pt").is_file()
+    # the threshold is the best epoch's validation best-F1 one, saved with the model (and with
+    # every checkpoint) and used on test beside 0.5; the model card sits beside the weights
+    best_record = next(r for r in sink.epochs if r["epoch"] == result.best_epoch)
+    threshold = best_record["best_threshold"]
+    assert 0.0 <= threshold <= 1.0 and result.test_metrics["threshold"] == threshold
+    assert result.test_metrics["at_threshold"]["threshold"] == threshold
+    assert {"pr_auc", "recall_at_fpr10", "brier", "ece"} <= result.test_metrics.keys()
+    for folder in (tmp_path / "model", tmp_path / "checkpoints" / "best"):
+        meta = json.loads((folder / "streamguard.json").read_text())
+        assert meta["threshold"] == threshold and meta["best_epoch"] == result.best_epoch
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert f"{threshold:.4f}"[:4] in card and "train.jsonl" in card
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
     tok = AutoTokenizer.from_pretrained(tmp_path / "model")
     assert model.config.num_labels == 2 and tok("int f(void){}")["input_ids"][0] == 0
