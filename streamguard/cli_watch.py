@@ -85,6 +85,17 @@ class WatchPrinter:
             at = f"epoch {d['epoch']}" + (f" step {d['step']}" if d.get("step") else "")
             self.line(f"checkpoint {d['name']} <- {at} ({human_bytes(d['size_bytes'])}, "
                       f"sha256 {str(d['sha256'])[:12]})")
+        elif event.kind == "evaluation":
+            predicted, actual = distribution(d["prediction_distribution"])
+            self.line(f"eval  step {d['step']} (epoch {d['epoch']}): val_loss "
+                      f"{num(d.get('val_loss'), 4)}  F1 {num(d['f1'], 3)}  AUC "
+                      f"{num(d.get('roc_auc'), 3)}  predicted {predicted}  actual {actual}")
+            for text in d.get("warnings") or []:
+                self.line(f"      WARNING {text}")
+        elif event.kind == "rollback":
+            self.line(f"ROLLBACK {d['rollback']}/{d['max_rollbacks']} at step {d['step']} "
+                      f"(epoch {d['epoch']}): {d['reason']}; back to the best checkpoint (epoch "
+                      f"{d['to_epoch']}, step {d['to_step']}), LR x{d['lr_factor']:g}")
         elif event.kind == "test":
             predicted, actual = distribution(d["prediction_distribution"])
             self.line(f"test (best epoch {d.get('best_epoch')}): acc {num(d['accuracy'], 3)}  "

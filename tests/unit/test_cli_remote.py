@@ -317,6 +317,24 @@ def test_watch_prints_rows_warnings_once_and_marks_replays() -> None:
     assert sum(line.split()[:1] == ["epoch"] for line in lines) == 1  # one header
 
 
+def test_watch_prints_mid_epoch_evaluations_and_rollbacks() -> None:
+    out = io.StringIO()
+    printer = WatchPrinter(progress=False, epochs=4, out=out, err=io.StringIO())
+    evaluation = {**epoch(2), "step": 200, "val_loss": 0.6838,
+                  "warnings": ["not_separating_yet: class safe predicted 3 times"]}
+    printer.handle(Event(1, "evaluation", evaluation))
+    printer.handle(Event(2, "rollback", {
+        "epoch": 2, "step": 300, "to_epoch": 1, "to_step": 150, "lr_factor": 0.5, "rollback": 1,
+        "max_rollbacks": 2, "reason": "no safe predictions on 54 safe validation examples"}))
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("eval  step 200 (epoch 2): val_loss 0.6838")
+    assert "45 (45.0%) / 55 (55.0%)" in lines[0]
+    assert lines[1] == "      WARNING not_separating_yet: class safe predicted 3 times"
+    assert lines[2] == ("ROLLBACK 1/2 at step 300 (epoch 2): no safe predictions on 54 safe "
+                        "validation examples; back to the best checkpoint (epoch 1, step 150), "
+                        "LR x0.5")
+
+
 def test_watch_progress_bar_tolerates_replayed_steps() -> None:
     err = io.StringIO()
     printer = WatchPrinter(progress=True, epochs=2, out=io.StringIO(), err=err)

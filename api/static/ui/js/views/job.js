@@ -114,6 +114,17 @@ export function jobView(root, jobId) {
       const known = state.warnings.get(payload.epoch) || new Set();
       known.add(payload.message);
       state.warnings.set(payload.epoch, known);
+    } else if (kind === "evaluation" || kind === "rollback") {
+      // a mid-epoch evaluation's warnings, and the guard's rollbacks, join the epoch's list
+      const known = state.warnings.get(payload.epoch) || new Set();
+      if (kind === "rollback") {
+        known.add(`rollback ${payload.rollback}/${payload.max_rollbacks} at step ${payload.step}: `
+          + `${payload.reason}; back to epoch ${payload.to_epoch} (step ${payload.to_step}), `
+          + `LR x${payload.lr_factor}`);
+      } else {
+        for (const w of payload.warnings || []) known.add(`step ${payload.step}: ${w}`);
+      }
+      state.warnings.set(payload.epoch, known);
     } else if (kind === "test") state.test = payload;
     else if (kind === "checkpoint") refreshCheckpoints();
     else if (kind === "status") {
