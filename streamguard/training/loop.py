@@ -371,6 +371,8 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
                    "rollback": len(rollbacks) + 1, "max_rollbacks": config.max_rollbacks,
                    "reason": decision.message}
         rollbacks.append(payload)
+        if publisher is not None:  # the epochs run again publish into new folders
+            publisher.generation = len(rollbacks)
         log.warning("ROLLBACK %d/%d at step %d (epoch %d): %s; back to the best checkpoint "
                     "(epoch %d, step %d), LR x%.4g", payload["rollback"], config.max_rollbacks,
                     collapsed_at, epoch + 1, decision.message, payload["to_epoch"],

@@ -36,10 +36,15 @@ class CheckpointPublisher:
         self.prefix = prefix
         self.sink = sink
         self.pointers: dict[str, str] = {}  # "last" / "best" -> version key prefix
+        #: The guard's rollbacks so far: epochs run again after a rollback get new folders
+        #: (`epoch-0002-r1`), so no published folder is ever written twice.
+        self.generation = 0
 
     def version(self, epoch: int, step: int | None = None) -> str:
         """The immutable folder of a checkpoint; `step` only for a mid-epoch one."""
         folder = f"{self.prefix}checkpoints/epoch-{epoch:04d}"
+        if self.generation:
+            folder = f"{folder}-r{self.generation}"
         return folder if step is None else f"{folder}-step-{step:06d}"
 
     def publish(self, local_dir: Path, *, epoch: int, is_best: bool,
@@ -69,14 +74,15 @@ class CheckpointPublisher:
             self.store.delete(f"{stale}.model.tar.gz")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pointers": dict(self.pointers)}
+        return {"pointers": dict(self.pointers), "generation": self.generation}
 
     def state_after(self, *, epoch: int, is_best: bool, step: int | None = None) -> dict[str, Any]:
         """The state once this checkpoint is published. The checkpoint saves this one, so a
         run resumed from it knows its own folder (and deletes it once nothing points there)."""
         version = self.version(epoch, step)
         moved = dict.fromkeys(("last", "best") if is_best else ("last",), version)
-        return {"pointers": {**self.pointers, **moved}}
+        return {"pointers": {**self.pointers, **moved}, "generation": self.generation}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pointers = dict(state.get("pointers", {}))
+        self.generation = int(state.get("generation", 0))

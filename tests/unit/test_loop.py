@@ -19,6 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from streamguard.datasets import write_jsonl
 from streamguard.sinks import ListSink
 from streamguard.spec import TrainConfig
+from streamguard.storage import LocalArtifactStore
 from streamguard.synth import synth_examples
 from streamguard.training import StopReason, run
 from streamguard.training.callbacks import Callback
@@ -304,9 +305,23 @@ def one_thread():
 def rolled_back(splits, tmp_path_factory, one_thread):
     sink = ListSink()
     cfg = TrainConfig(**{**ROLLBACK_RECIPE, "on_collapse": "rollback"})
-    result = run(cfg, train_path=splits["train"], val_path=splits["val"],
-                 work_dir=tmp_path_factory.mktemp("rollback"), sink=sink)
+    folder = tmp_path_factory.mktemp("rollback")
+    sink.store = RecordingStore(folder / "store")  # type: ignore[attr-defined]
+    result = run(cfg, train_path=splits["train"], val_path=splits["val"], work_dir=folder,
+                 sink=sink, store=sink.store, store_prefix="p/")  # type: ignore[attr-defined]
     return result, sink
+
+
+class RecordingStore(LocalArtifactStore):
+    """Remembers every key written, to check that no published folder is written twice."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.written: list[str] = []
+
+    def put_file(self, local_path: str | Path, key: str) -> None:
+        self.written.append(key)
+        super().put_file(local_path, key)
 
 
 def test_lr_too_high_after_warmup_collapses_and_rollback_recovers(splits, rolled_back,
@@ -327,6 +342,11 @@ def test_lr_too_high_after_warmup_collapses_and_rollback_recovers(splits, rolled
     assert first["reason"] == stopped.message and first["max_rollbacks"] == 2
     assert [r["lr_factor"] for r in result.rollbacks] == [0.5, 0.25][:len(result.rollbacks)]
     assert [p for kind, p in sink.events if kind == "rollback"] == result.rollbacks
+    # epochs run again after rollback n publish into `epoch-NNNN-rn` folders: no published
+    # file is ever written twice
+    versioned = [k for k in sink.store.written if "/checkpoints/epoch-" in k]
+    assert len(versioned) == len(set(versioned)), sorted(versioned)
+    assert any(k.endswith("-r1.model.tar.gz") for k in versioned), versioned
     assert both_above(result.history[-1])  # both classes predicted at the end
     # epochs run again after a rollback are logged again under their own numbers
     assert {r["epoch"] for r in sink.epochs} == {1, 2, 3, 4} and len(sink.epochs) > 4
