@@ -94,6 +94,11 @@ class WorkerSettings(BaseModel):
     max_attempts: int = Field(default=3, gt=0)
     #: How often the sweeper looks for jobs whose lease expired (and re-enqueues them).
     sweep_interval_s: int = Field(default=30, gt=0)
+    #: PostgreSQL `idle_in_transaction_session_timeout` of the workers' connections: a worker
+    #: frozen inside one of its (millisecond) write transactions (a GC or VM pause, SIGSTOP)
+    #: would keep the job row locked, and the sweeper off the job, until it is thawed; the
+    #: server ends such a session after this long, so recovery takes at most this on top.
+    idle_in_transaction_timeout_s: float = Field(default=10.0, gt=0)
 
 
 class InferenceSettings(BaseModel):

@@ -63,8 +63,14 @@ def session_factory(db_url: str) -> sessionmaker[Session]:
     timeouts when the URL is the configured one."""
     from streamguard.settings import get_settings
 
-    db = get_settings().db
-    return make_session_factory(make_engine(db if db.url == db_url else db_url))
+    settings = get_settings()
+    db = settings.db
+    kwargs: dict[str, Any] = {}
+    if db_url.startswith("postgresql"):
+        timeout_ms = int(settings.worker.idle_in_transaction_timeout_s * 1000)
+        kwargs["connect_args"] = {
+            "options": f"-c idle_in_transaction_session_timeout={timeout_ms}"}
+    return make_session_factory(make_engine(db if db.url == db_url else db_url, **kwargs))
 
 
 def worker_id(hostname: str | None = None) -> str:

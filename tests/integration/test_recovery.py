@@ -88,6 +88,9 @@ session = db_fixtures.session
 T = TypeVar("T")
 
 LEASE_S, HEARTBEAT_S, SWEEP_S, MAX_ATTEMPTS = 5, 1, 1, 3
+#: A worker frozen inside a write transaction loses its session (and the job row's lock) after
+#: this long, so the sweeper can hand the job on.
+IDLE_TX_S = 4
 #: 400 rows / batch 8 = 50 optimizer steps per epoch (about 3 s here).
 CONFIG: dict[str, Any] = {"model": "tiny", "max_seq_len": 32, "tokenizer_vocab_size": 300,
                           "batch_size": 8, "lr": 2e-3, "epochs": 3,
@@ -178,6 +181,7 @@ class Cluster:
             "SG_WORKER__WORK_DIR": str(tmp / "work"), "SG_WORKER__LEASE_S": str(LEASE_S),
             "SG_WORKER__HEARTBEAT_S": str(HEARTBEAT_S),
             "SG_WORKER__SWEEP_INTERVAL_S": str(SWEEP_S),
+            "SG_WORKER__IDLE_IN_TRANSACTION_TIMEOUT_S": str(IDLE_TX_S),
             "SG_WORKER__MAX_ATTEMPTS": str(MAX_ATTEMPTS),
             **({"SG_BROKER__URL": broker_url} if broker_url else {})})
         self.engine = make_engine(db_url)
@@ -719,14 +723,16 @@ def test_a_stopped_worker_past_its_lease_loses_the_job_and_its_writes(
     job_id = cluster.submit()
     epoch_s = cluster.wait_mid_epoch(job_id, 2)
     victim = cluster.owner(job_id)
-    # right after a heartbeat committed: not inside a transaction (a process frozen while
-    # holding the job's row lock would keep every sweeper off the job until it is thawed)
+    # right after a heartbeat committed; with step metrics the worker writes every few steps,
+    # so it may well be frozen inside a write transaction holding the job row's lock: the
+    # server ends that session after worker.idle_in_transaction_timeout_s (CI found the sweeper
+    # waiting on that lock for as long as the worker stayed frozen)
     beat = cluster.job(job_id).heartbeat_at
     cluster.wait("a heartbeat", lambda: cluster.job(job_id).heartbeat_at != beat, 10)
     os.kill(victim.pid, signal.SIGSTOP)  # a GC pause, a frozen VM, a debugger
     try:
         cluster.wait("the standby to take the job", lambda: cluster.job(job_id).attempts == 2,
-                     LEASE_S + SWEEP_S + 15)
+                     max(LEASE_S, IDLE_TX_S) + SWEEP_S + 15)
     finally:
         os.kill(victim.pid, signal.SIGCONT)
     victim.wait_for_output("abandoning this attempt", 30)  # its next write was refused
@@ -740,6 +746,38 @@ def test_a_stopped_worker_past_its_lease_loses_the_job_and_its_writes(
     assert [t.to_status for t in ends] == ["completed"]  # completed once
     check_invariants(cluster, job_id, epochs=3)
     assert_same_weights(final_weights(cluster, job_id), reference)
+
+
+def test_a_worker_frozen_inside_a_transaction_releases_the_job_row(
+        pg_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's connections end a transaction left idle for
+    worker.idle_in_transaction_timeout_s: a frozen worker cannot keep the job row locked."""
+    from streamguard.settings import get_settings
+    from worker import runtime
+
+    monkeypatch.setenv("SG_WORKER__IDLE_IN_TRANSACTION_TIMEOUT_S", "1")
+    get_settings.cache_clear()
+    runtime.session_factory.cache_clear()
+    try:
+        frozen = runtime.session_factory(pg_db_url)()
+        with frozen.begin():
+            tenant_id = get_or_create_tenant(session=frozen, name="frozen").id
+            job = jobs_repo.create_job(session=frozen, tenant_id=tenant_id,
+                                       spec={"config": CONFIG}, total_epochs=1)
+        frozen.begin()
+        frozen.execute(sa.select(Job.id).where(Job.id == job.id).with_for_update())
+        time.sleep(2.5)  # frozen while holding the row lock, past the timeout
+        other = make_session_factory(make_engine(pg_db_url))()
+        with other.begin():  # NOWAIT: the lock must be gone, not merely waited for
+            assert other.execute(sa.select(Job.id).where(Job.id == job.id)
+                                 .with_for_update(nowait=True)).scalar_one() == job.id
+        with pytest.raises(sa.exc.DBAPIError, match="idle-in-transaction"):  # ended by the server
+            frozen.execute(sa.select(Job.id).where(Job.id == job.id))
+        frozen.close()
+        other.close()
+    finally:
+        get_settings.cache_clear()
+        runtime.session_factory.cache_clear()
 
 
 def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(
