@@ -42,6 +42,7 @@ from streamguard.db.session import make_engine, make_session_factory
 from streamguard.db.tenants import create_tenant_key
 from streamguard.synth import synth_examples, write_jsonl
 from tests.e2e.harness import (
+    TERMINAL,
     VENV_BIN,
     Proc,
     api_cmd,
@@ -61,8 +62,6 @@ pytestmark = pytest.mark.integration
 CONFIG: dict[str, Any] = {"model": "tiny", "max_seq_len": 96, "tokenizer_vocab_size": 600,
                           "batch_size": 8, "lr": 1e-3, "epochs": 2, "early_stopping_patience": 0}
 SPLITS = {"train": 1200, "val": 100, "test": 100}
-TERMINAL = {"completed", "early_stopped", "collapsed", "not_learning", "non_finite_loss",
-            "cancelled", "timed_out", "failed"}
 REFUSAL = "streamguard worker: refusing to start:"
 #: The issue's bound for any request while a dependency is down or hung.
 MAX_REQUEST_S = 5.0

@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.harness import VENV_BIN, Proc, base_env, free_port
+from tests.e2e.harness import TERMINAL, VENV_BIN, Proc, base_env, free_port
 from tests.integration.api_fixtures import parse_sse
 from tests.integration.client_fixtures import jsonl, split_rows
 
@@ -70,8 +70,6 @@ SPLITS = {"train": 1600, "val": 200, "test": 200}
 EPOCHS = 2
 BATCH_SIZE = 16
 TOTAL_STEPS = SPLITS["train"] // BATCH_SIZE * EPOCHS
-TERMINAL = {"completed", "early_stopped", "collapsed", "not_learning", "non_finite_loss",
-            "cancelled", "failed"}
 
 
 # --- the service ---------------------------------------------------------------------------------
