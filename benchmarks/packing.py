@@ -4,7 +4,9 @@ The same batches (the same sequences in each) go through dynamic padding (`PadCo
 loop's path today) and through `PackCollator` + `packed_logits` with each attention backend of
 streamguard/training/packing.py; every variant starts from the same weights. Collation is timed
 with the step, as the loop collates in its own process. Before timing, each backend's logits on
-the first batch are checked against the padded ones (eval mode, fp32).
+the first batch are checked against the padded ones (eval mode, fp32). On CUDA each variant runs
+its steps back to back; on a shared CPU the variants alternate step by step, so that the load's
+drift slows them alike. TFLOP/s counts 6 x non-embedding parameters x real (unpadded) tokens.
 
     python benchmarks/packing.py --model tiny --max-len 512 --batch-size 32 --steps 10
     python benchmarks/packing.py --model random-roberta-base --steps 30      # GPU: bf16 autocast
@@ -103,30 +105,73 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def time_steps(model: torch.nn.Module, collate: Callable[[Rows], dict[str, torch.Tensor]],
-               forward: Forward, batches: list[Rows], warmup: int, device: torch.device,
-               autocast: Any, optimizer_step: bool) -> float:
-    """Seconds for the batches after `warmup`: collate, forward, weighted CE, backward."""
-    model.train()
-    optimizer = (torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-                 if optimizer_step else None)
-    criterion = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 1.2], device=device))
-    start = 0.0
-    for i, rows in enumerate(batches):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        batch = to_device(collate(rows), device)
-        with autocast:
-            logits = forward(model, batch)
-        criterion(logits.float(), batch["labels"]).backward()
-        if optimizer is not None:
-            optimizer.step()
-        model.zero_grad(set_to_none=True)
+class Runner:
+    """One variant: its own copy of the weights, optimizer and loss; one training step at a time."""
+
+    def __init__(self, name: str, base: torch.nn.Module, collate: Callable[[Rows], Any],
+                 forward: Forward, device: torch.device, autocast: Any,
+                 optimizer_step: bool) -> None:
+        self.name, self.collate, self.forward = name, collate, forward
+        self.device, self.autocast = device, autocast
+        self.model = copy.deepcopy(base).train()
+        self.optimizer = (torch.optim.AdamW(self.model.parameters(), lr=1e-4,
+                                            fused=device.type == "cuda")
+                          if optimizer_step else None)
+        self.criterion = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 1.2],
+                                                                       device=device))
+        self.seconds = 0.0
+
+    def step(self, rows: Rows) -> None:
+        """Collate, forward, class-weighted CE, backward (and the optimizer step if asked)."""
+        batch = to_device(self.collate(rows), self.device)
+        with self.autocast:
+            logits = self.forward(self.model, batch)
+        self.criterion(logits.float(), batch["labels"]).backward()
+        if self.optimizer is not None:
+            self.optimizer.step()
+        self.model.zero_grad(set_to_none=True)
+
+
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+
+
+def time_runners(runners: list[Runner], batches: list[Rows], warmup: int,
+                 device: torch.device, errors: dict[str, str]) -> None:
+    """Sets each runner's seconds for the batches after `warmup`; a failing one goes to errors.
+
+    On CUDA (a device of its own) each variant runs its steps back to back between two syncs.
+    On a shared CPU the load drifts, so the variants alternate step by step and each step is
+    timed on its own: drift then slows every variant alike.
+    """
+    def guarded(runner: Runner, rows: Rows) -> bool:
+        try:
+            runner.step(rows)
+            return True
+        except Exception as exc:  # one backend failing must not lose the others' figures
+            errors[runner.name] = f"{type(exc).__name__}: {exc}"[:300]
+            return False
+
+    if device.type == "cuda":
+        for runner in list(runners):
+            for i, rows in enumerate(batches):
+                if i == warmup:
+                    sync(device)
+                    start = time.perf_counter()
+                if not guarded(runner, rows):
+                    break
+            else:
+                sync(device)
+                runner.seconds = time.perf_counter() - start
+    else:
+        for i, rows in enumerate(batches):
+            for runner in list(runners):
+                if runner.name in errors:
+                    continue
+                start = time.perf_counter()
+                if guarded(runner, rows) and i >= warmup:
+                    runner.seconds += time.perf_counter() - start
 
 
 def logit_gap(model: torch.nn.Module, rows: Rows, pad: Any, pack: Any, backend: str,
@@ -195,36 +240,44 @@ def main() -> None:
     for backend in args.backends.split(","):
         if backend == "flex" and args.dropout > 0:
             skipped[backend] = "flex attention has no attention dropout (use --dropout 0)"
+        elif backend == "flex" and device.type == "cpu":
+            skipped[backend] = "flex attention has no backward on CPU"
         else:
             variants.append((backend, pack, packed_forward(backend)))
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         variants.append(("varlen-fa2", pack, packed_forward("varlen")))
 
-    results: dict[str, float] = {}
     gaps: dict[str, float] = {}
     errors: dict[str, str] = {}
+    runners: list[Runner] = []
     for name, collate, forward in variants:
-        model = copy.deepcopy(base)
+        runner = Runner(name, base, collate, forward, device, autocast, args.optimizer_step)
         try:
             if name == "varlen-fa2":
-                model.set_attn_implementation("flash_attention_2")
+                runner.model.set_attn_implementation("flash_attention_2")
             if name != "padded":
                 # FlashAttention takes no fp32: its check runs under the autocast
-                gaps[name] = logit_gap(model, batches[0], pad, pack, name.split("-")[0], device,
-                                       autocast if name == "varlen-fa2" else nullcontext())
-            seconds = time_steps(model, collate, forward, batches, args.warmup, device,
-                                 autocast, args.optimizer_step)
-        except Exception as exc:  # one backend failing must not lose the others' figures
+                gaps[name] = logit_gap(runner.model, batches[0], pad, pack, name.split("-")[0],
+                                       device, autocast if name == "varlen-fa2"
+                                       else nullcontext())
+        except Exception as exc:
             errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        runner.model.train()
+        runners.append(runner)
+    time_runners(runners, batches, args.warmup, device, errors)
+
+    results: dict[str, float] = {}
+    for runner in runners:
+        name = runner.name
+        if name in errors:
             print(f"{name:<11} FAILED {errors[name]}")
             continue
-        finally:
-            del model
-        results[name] = args.steps * args.batch_size / seconds
-        tflops = 6 * n_params * real / seconds / 1e12
+        results[name] = args.steps * args.batch_size / runner.seconds
+        tflops = 6 * n_params * real / runner.seconds / 1e12
         ratio = results[name] / results["padded"] if "padded" in results else float("nan")
-        print(f"{name:<11} {results[name]:9.1f} samples/s  {real / seconds:10.0f} real tokens/s"
-              f"  {tflops:7.2f} TFLOP/s on real tokens  x{ratio:.2f} vs padded"
+        print(f"{name:<11} {results[name]:9.1f} samples/s  {real / runner.seconds:10.0f} real "
+              f"tokens/s  {tflops:7.2f} TFLOP/s on real tokens  x{ratio:.2f} vs padded"
               + (f"  (max |logit gap| {gaps[name]:.1e})" if name in gaps else ""))
     for name, why in skipped.items():
         print(f"{name:<11} skipped: {why}")

@@ -15,7 +15,8 @@ Padding at a row's end forms its own segment that attends only to itself, so eve
 least one key (no all-masked softmax rows, whose NaNs would reach the weight gradients).
 
 Attention backends (`packed_logits(..., backend=None)` picks one by device and by the model's
-attention implementation; each is checked against the padded forward on CPU):
+attention implementation; on CPU the tests hold "mask" and "varlen" to the padded logits and
+gradients, and flex's document mask to the block-diagonal one):
 
 - `"mask"`: a block-diagonal 4D mask `[rows, 1, T, T]` through the model's own attention: boolean
   for SDPA, additive for eager (transformers 5 passes a prepared 4D mask through
@@ -30,12 +31,16 @@ attention implementation; each is checked against the padded forward on CPU):
   arguments (the padded evaluation batches), so the switch changes nothing else.
 - `"flex"`: flex attention with a document `BlockMask`. Inference or attention dropout 0 only:
   flex attention has no attention dropout (transformers' `flex_attention_forward` refuses it in
-  training), and the product trains with dropout 0.1, so it is never chosen automatically.
+  training), and the product trains with dropout 0.1, so it is the default only for a model
+  built with `attn_implementation="flex_attention"`.
 
-Chosen: `"varlen"` on CUDA (no wasted attention and dropout supported; the flash / memory-
-efficient kernels accept no dense mask, so `"mask"` falls to a slower kernel there), `"mask"` on
-CPU, where jagged nested SDPA runs sequence by sequence in Python and the fused CPU kernel with a
-boolean mask was faster (benchmarks/packing.py measures every backend against padding).
+Chosen: `"mask"` on CPU, measured (benchmarks/packing.py, tiny model, batch 32, max length 512,
+real Devign lengths, a contended 2-core machine): a training step 1.4x padding's samples/s, while
+`"varlen"` was 0.2-0.25x (jagged nested SDPA has no fused CPU kernel and runs sequence by
+sequence). `"varlen"` on CUDA, where jagged inputs run in the fused flash kernel, attention
+dropout included, while a dense mask rules that kernel out (SDPA falls to the memory-efficient
+one with a bias) and still computes the cross-sequence scores. Not yet measured on a GPU: the
+benchmark's JSON line names the fastest backend, and `choose_backend` is the one place to change.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 from transformers import AttentionInterface, AttentionMaskInterface, PreTrainedModel
 from transformers.integrations.flex_attention import flex_attention_forward
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -158,7 +164,7 @@ def packed_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
     cu_seqlens = kwargs.pop("cu_seq_lens_q", None)
     if cu_seqlens is not None:
         return _varlen_sdpa(query, key, value, cu_seqlens, dropout, scaling), None
-    if type(attention_mask).__name__ == "BlockMask":
+    if isinstance(attention_mask, BlockMask):
         return flex_attention_forward(module, query, key, value, attention_mask,
                                       scaling=scaling, dropout=dropout, **kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
@@ -200,9 +206,7 @@ def _block_diagonal(seq_ids: torch.Tensor, impl: str, dtype: torch.dtype) -> tor
                      f"use backend 'varlen'")
 
 
-def _document_block_mask(seq_ids: torch.Tensor) -> Any:
-    from torch.nn.attention.flex_attention import create_block_mask
-
+def _document_block_mask(seq_ids: torch.Tensor) -> BlockMask:
     def same_sequence(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor,
                       kv: torch.Tensor) -> torch.Tensor:
         del h
