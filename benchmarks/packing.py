@@ -271,7 +271,6 @@ def main() -> None:
     for runner in runners:
         name = runner.name
         if name in errors:
-            print(f"{name:<11} FAILED {errors[name]}")
             continue
         results[name] = args.steps * args.batch_size / runner.seconds
         tflops = 6 * n_params * real / runner.seconds / 1e12
@@ -279,6 +278,8 @@ def main() -> None:
         print(f"{name:<11} {results[name]:9.1f} samples/s  {real / runner.seconds:10.0f} real "
               f"tokens/s  {tflops:7.2f} TFLOP/s on real tokens  x{ratio:.2f} vs padded"
               + (f"  (max |logit gap| {gaps[name]:.1e})" if name in gaps else ""))
+    for name, why in errors.items():
+        print(f"{name:<11} FAILED {why}")
     for name, why in skipped.items():
         print(f"{name:<11} skipped: {why}")
 
