@@ -127,12 +127,25 @@ class TrainConfig(BaseModel):
                     "rollback_lr_factor and continue, at most max_rollbacks times.")
     rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
     max_rollbacks: int = Field(2, ge=0, le=100)
-    # Off by default: on Devign, vulnerable functions are longer, so length-grouped batches are
-    # label-skewed and the classifier bias swings from batch to batch; measured here, a tiny
-    # model then ended epoch 1 predicting one class only, where shuffled batches did not.
+    # On by default since the buckets are stratified by label (streamguard/training/data.py):
+    # unstratified length grouping made label-skewed batches on Devign (vulnerable functions are
+    # longer) and a tiny model ended its first epoch predicting one class. Measured against
+    # shuffled batches at equal validation metrics in benchmarks/trainer_vs_hf.py.
     group_by_length: bool = Field(
-        False, description="Batch functions of similar token length (faster; label-skewed "
-                           "batches when length correlates with the label).")
+        True, description="Length-bucketed batches (little padding), each holding the "
+                          "split's class mix; false: shuffled batches.")
+    packing: bool = Field(
+        False, description="Pack each training batch's functions into as few rows as fit "
+                           "max_seq_len, attention confined to each function: no padding "
+                           "at all (the same batches, labels and loss).")
+    torch_compile: bool = Field(
+        False, description="Compile the training forward and backward with torch.compile "
+                           "(GPU; batches are padded to a few bucketed widths so it compiles "
+                           "a handful of shapes). Measured slower on CPU.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass instead of keeping "
+                           "them: less GPU memory for long sequences or big batches, ~30 % "
+                           "more compute.")
     seed: int = Field(42, ge=0, le=2**32 - 1)
     log_every_steps: int | None = Field(
         None, ge=1, le=1_000_000,

@@ -9,6 +9,7 @@ batches of that same order without loading them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
+
+from streamguard.training.packing import PackCollator
 
 
 @dataclass
@@ -46,16 +49,27 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], labels: S
 
 
 class EpochBatchSampler(Sampler[list[int]]):
-    """Batches of indices, reshuffled each epoch from (seed, epoch), optionally length-grouped.
+    """Batches of indices, reshuffled each epoch from (seed, epoch), optionally length-bucketed.
 
-    Length grouping (as in Hugging Face's LengthGroupedSampler): shuffle, cut into mega-batches
-    of 50 batches, sort each by length, cut into batches, then shuffle the batch order so long and
-    short batches interleave.
+    Length bucketing is stratified by label. Plain length grouping (Hugging Face's
+    LengthGroupedSampler: sort mega-batches by length, cut) makes label-skewed batches wherever
+    length correlates with the label, as it does on Devign (vulnerable functions are longer):
+    the classifier bias then swings from batch to batch, and a tiny model was seen ending its
+    first epoch predicting one class. Here every batch gets its class quota first (the split's
+    class mix, spread with error diffusion so each batch is within one example of it), and
+    each class's examples are length-sorted inside mega-batches of `MEGA_BATCHES` batches, so a
+    batch takes the next-longest examples of each class: similar lengths, the split's mix.
     """
 
+    #: batches per mega-batch: the window inside which examples are sorted by length
+    MEGA_BATCHES = 50
+
     def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool,
-                 group_by_length: bool, seed: int) -> None:
+                 group_by_length: bool, seed: int, labels: Sequence[int] | None = None) -> None:
         self.lengths = list(lengths)
+        self.labels = list(labels) if labels is not None else [0] * len(self.lengths)
+        if len(self.labels) != len(self.lengths):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.lengths)} lengths")
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.group_by_length = group_by_length
@@ -84,27 +98,67 @@ class EpochBatchSampler(Sampler[list[int]]):
                 order.sort(key=lambda i: self.lengths[i])
             return [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(n, generator=gen).tolist()
         if not self.group_by_length:
+            order = torch.randperm(n, generator=gen).tolist()
             return [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
-        mega = self.batch_size * 50
-        batches: list[list[int]] = []
-        for m in range(0, n, mega):
-            group = sorted(order[m:m + mega], key=lambda i: -self.lengths[i])
-            batches.extend(group[i:i + self.batch_size] for i in range(0, len(group),
-                                                                        self.batch_size))
+        batches = self._stratified_buckets(gen)
         perm = torch.randperm(len(batches), generator=gen).tolist()
         return [batches[p] for p in perm]
 
+    def _stratified_buckets(self, gen: torch.Generator) -> list[list[int]]:
+        """Length-sorted batches, each holding its quota of every class."""
+        n, size = len(self.lengths), self.batch_size
+        sizes = [min(size, n - start) for start in range(0, n, size)]
+        classes = sorted(set(self.labels))
+        pools = {c: [i for i in torch.randperm(n, generator=gen).tolist() if self.labels[i] == c]
+                 for c in classes}
+        # Quotas: each slot of a batch goes to the class furthest behind its share of the
+        # examples batched so far (and with examples left), so every batch is within one
+        # example of the split's mix and each class is used up exactly at the end.
+        quotas: list[dict[int, int]] = []
+        given = dict.fromkeys(classes, 0)
+        seen = 0
+        for batch_size in sizes:
+            seen += batch_size
+            quota = dict.fromkeys(classes, 0)
+            for _ in range(batch_size):
+                open_ = [c for c in classes if given[c] + quota[c] < len(pools[c])]
+                c = max(open_, key=lambda c: seen * len(pools[c]) / n - given[c] - quota[c])
+                quota[c] += 1
+            for c in classes:
+                given[c] += quota[c]
+            quotas.append(quota)
+        # Each class's examples, sorted by length (longest first) within windows that cover
+        # MEGA_BATCHES batches' worth of that class.
+        streams: dict[int, list[int]] = {}
+        for c in classes:
+            pool, window = pools[c], [0]
+            for b in range(0, len(quotas), self.MEGA_BATCHES):
+                window.append(window[-1] + sum(q[c] for q in quotas[b:b + self.MEGA_BATCHES]))
+            streams[c] = [i for lo, hi in itertools.pairwise(window)
+                          for i in sorted(pool[lo:hi], key=lambda i: -self.lengths[i])]
+        taken = dict.fromkeys(classes, 0)
+        batches = []
+        for quota in quotas:
+            batch: list[int] = []
+            for c in classes:
+                batch.extend(streams[c][taken[c]:taken[c] + quota[c]])
+                taken[c] += quota[c]
+            batches.append(batch)
+        return batches
+
 
 class PadCollator:
-    """Pads a batch to its longest row (dynamic padding)."""
+    """Pads a batch to its longest row (dynamic padding), optionally rounded up to a multiple
+    (`multiple`: a few distinct widths for torch.compile, tensor-core friendly shapes)."""
 
-    def __init__(self, pad_id: int) -> None:
+    def __init__(self, pad_id: int, multiple: int = 1) -> None:
         self.pad_id = pad_id
+        self.multiple = max(1, multiple)
 
     def __call__(self, batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
         width = max(len(ids) for ids, _ in batch)
+        width = -(-width // self.multiple) * self.multiple
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, (ids, _) in enumerate(batch):
@@ -116,10 +170,15 @@ class PadCollator:
 
 def make_loader(split: TokenizedSplit, batch_size: int, *, pad_id: int, shuffle: bool,
                 group_by_length: bool, seed: int, num_workers: int = 0,
-                pin_memory: bool = False) -> DataLoader[dict[str, torch.Tensor]]:
+                pin_memory: bool = False, packed_row_len: int | None = None,
+                pad_multiple: int = 1) -> DataLoader[dict[str, torch.Tensor]]:
+    """`packed_row_len`: pack each batch into rows of at most that many tokens (PackCollator)
+    instead of padding it; `pad_multiple`: round padded widths up to a multiple."""
     sampler = EpochBatchSampler(split.lengths, batch_size, shuffle=shuffle,
-                                group_by_length=group_by_length, seed=seed)
+                                group_by_length=group_by_length, seed=seed, labels=split.labels)
     dataset: Dataset[Any] = split  # the collator turns its (ids, label) rows into a batch dict
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=PadCollator(pad_id),
+    collate: Any = (PadCollator(pad_id, pad_multiple) if packed_row_len is None
+                    else PackCollator(pad_id, row_len=packed_row_len))
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                       num_workers=num_workers, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(seed))

@@ -40,6 +40,7 @@ from streamguard.storage import ArtifactStore
 from streamguard.training import checkpoint as ckpt
 from streamguard.training.callbacks import Callback
 from streamguard.training.data import EpochBatchSampler
+from streamguard.training.forward import batch_logits
 from streamguard.training.guards import CollapseGuard, Decision, EarlyStopping, StopReason
 from streamguard.training.loss import class_weights, make_loss
 from streamguard.training.metrics import (
@@ -88,15 +89,55 @@ def amp_dtype(mode: MixedPrecision) -> torch.dtype | None:
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases and LayerNorm weights (the BERT recipe)."""
+    """AdamW; no weight decay on biases and LayerNorm weights (the BERT recipe).
+
+    Fused (one kernel for every parameter) where PyTorch has the kernel for the parameters'
+    device: faster, and it can skip an update on a device-side flag (`_step_unless`), which is
+    what keeps the training step free of host synchronisation.
+    """
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except RuntimeError:  # no fused kernel for this device or dtype
+        return torch.optim.AdamW(groups, lr=lr)
+
+
+def _step_unless(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                 skip: torch.Tensor) -> None:
+    """Apply the optimizer step unless `skip` (a bool on the device) is set.
+
+    A fused optimizer reads the flag inside its kernel (the `found_inf` contract GradScaler
+    uses), so nothing waits for the device; other optimizers read it on the host. Under fp16
+    the scaler skips by itself: a non-finite loss makes the gradients non-finite too.
+    """
+    if scaler.is_enabled():
+        scaler.step(optimizer)
+    elif getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.found_inf = skip.float()  # type: ignore[attr-defined]
+        optimizer.grad_scale = None  # type: ignore[attr-defined]
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf, optimizer.grad_scale  # type: ignore[attr-defined]
+    elif not bool(skip):
+        optimizer.step()
+
+
+def host_sync_interval(device: torch.device, log_every: int) -> int:
+    """Optimizer steps between the host's reads of the device (the non-finite check).
+
+    On a CPU a read costs nothing, so every step is checked; on an accelerator the step stays
+    asynchronous and the check runs with the step metrics (and before every evaluation,
+    checkpoint or stop). Skipped updates are never applied either way.
+    """
+    return 1 if device.type == "cpu" else log_every
 
 
 @torch.inference_mode()
@@ -107,9 +148,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader[Batch], criterion: torch
     all_logits, all_labels = [], []
     for batch in loader:
         with autocast_ctx:
-            logits = model(input_ids=batch["input_ids"].to(device, non_blocking=True),
-                           attention_mask=batch["attention_mask"].to(device, non_blocking=True)
-                           ).logits
+            logits = batch_logits(model, batch, device)
         all_logits.append(logits.float().cpu())
         all_labels.append(batch["labels"])
     logits_t, labels_t = torch.cat(all_logits), torch.cat(all_labels)
@@ -147,6 +186,30 @@ class EpochTally:
         return {"batches_done_in_epoch": self.batches_done, "epoch_samples": self.samples,
                 "epoch_loss_sum": self.loss_sum.detach().cpu(), "epoch_time_s": self.time_s,
                 "step_window_loss": self.window_loss, "step_window_steps": self.window_steps}
+
+
+class UnreadSteps:
+    """What the device knows and the host has not read yet: the step losses since the last
+    read and the first optimizer step whose update was skipped as non-finite (0: none)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device, dtype=torch.float32)
+        self.first_bad = torch.zeros((), device=device, dtype=torch.long)
+
+    def record(self, step: int, step_loss: torch.Tensor, bad: torch.Tensor) -> None:
+        self.loss += step_loss
+        self.first_bad = torch.where(bad & (self.first_bad == 0), step, self.first_bad)
+
+    def read(self, tally: EpochTally, epoch: int) -> Decision | None:
+        """A host sync: fold the losses into the tally's window; a stop if a step was bad."""
+        tally.window_loss += float(self.loss.item())
+        self.loss.zero_()
+        bad_step = int(self.first_bad.item())
+        if not bad_step:
+            return None
+        return Decision(True, StopReason.NON_FINITE_LOSS,
+                        f"training loss or gradient norm became non-finite (NaN or inf) at "
+                        f"optimizer step {bad_step} (epoch {epoch + 1}); update not applied")
 
 
 def _epoch_batches(loader: DataLoader[Batch], epoch: int, start_batch: int) -> Iterable[Batch]:
@@ -246,6 +309,12 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
     # fp16 needs loss scaling; bf16 has fp32's exponent range and fp32 needs none. A disabled
     # scaler's scale/unscale_/step/update are no-ops, so every precision runs the same code.
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    forward: Callable[..., torch.Tensor] = batch_logits
+    if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(  # type: ignore[operator]
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.torch_compile:
+        forward = torch.compile(batch_logits)
     grace = plan.warmup_steps if config.guard_grace_steps is None else config.guard_grace_steps
     guard = CollapseGuard(config.collapse_warn_ratio, config.collapse_stop_ratio,
                           config.collapse_patience, grace)
@@ -388,6 +457,8 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
     eval_every = config.eval_every_steps
     epoch, epochs_done = start_epoch, start_epoch
     next_tally: EpochTally | None = resumed
+    sync_every = host_sync_interval(device, log_every)
+    unread = UnreadSteps(device)
     while epoch < config.epochs:
         # --- one epoch of optimizer steps (a resumed one continues at its saved position) ---
         tally = next_tally or EpochTally.resume(device, None)
@@ -409,10 +480,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
             group_size = min(accum, n_batches - (i // accum) * accum)
             labels = batch["labels"].to(device, non_blocking=True)
             with autocast_ctx:
-                logits = model(input_ids=batch["input_ids"].to(device, non_blocking=True),
-                               attention_mask=batch["attention_mask"].to(device,
-                                                                         non_blocking=True)
-                               ).logits
+                logits = forward(model, batch, device)
             loss = criterion(logits.float(), labels)
             scaler.scale(loss / group_size).backward()
             group_loss += loss.detach() / group_size
@@ -420,44 +488,47 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
             tally.samples += labels.numel()
             if (i + 1) % accum and i + 1 != n_batches:
                 continue
-            # .item() is a CPU-GPU sync once per optimizer step: the price of never applying a
-            # NaN update (it would poison every weight before any epoch-level check saw it).
-            step_loss = float(group_loss.item())
-            group_loss.zero_()
-            if not math.isfinite(step_loss):
-                stop = Decision(True, StopReason.NON_FINITE_LOSS,
-                                f"training loss became {step_loss} at optimizer step "
-                                f"{global_step + 1} (epoch {epoch + 1}); update not applied")
-                optimizer.zero_grad(set_to_none=True)
-                break
+            # No host synchronisation in the step: a non-finite loss (or, without fp16 loss
+            # scaling, gradient norm) skips the update on the device, and the host reads the
+            # first such step at the next check, so a NaN update never reaches the weights.
             scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
+            bad = ~torch.isfinite(group_loss)
+            if not scaler.is_enabled():  # under fp16 an overflow is the scaler's to handle
+                bad |= ~torch.isfinite(grad_norm)
+            _step_unless(optimizer, scaler, bad)
             scaler.update()
             scheduler.step()  # once per optimizer step, never per epoch
             optimizer.zero_grad(set_to_none=True)
             global_step += 1
+            unread.record(global_step, group_loss, bad)
+            group_loss.zero_()
             tally.batches_done = i + 1  # only ever at an optimizer-step boundary
-            tally.window_loss += step_loss
             tally.window_steps += 1
-            if global_step % log_every == 0 or i + 1 == n_batches:
+            log_now = global_step % log_every == 0 or i + 1 == n_batches
+            eval_now = bool(eval_every and global_step % eval_every == 0) and i + 1 != n_batches
+            if log_now or eval_now or global_step % sync_every == 0:
+                stop = unread.read(tally, epoch)
+                if stop is not None:
+                    break
+            if log_now:
                 # The same step indices on every attempt: a resumed run replaces, never adds.
-                now, norm = time.perf_counter(), float(grad_norm.item())  # a sync only here
+                now, norm = time.perf_counter(), float(grad_norm.item())
+                point_loss = tally.window_loss / tally.window_steps
                 sink.log_step({
                     "step": global_step, "epoch": epoch + 1,
                     "epoch_progress": (i + 1) / n_batches, "total_steps": plan.total_steps,
-                    "train_loss": tally.window_loss / tally.window_steps,
-                    "lr": float(scheduler.get_last_lr()[0]),
+                    "train_loss": point_loss, "lr": float(scheduler.get_last_lr()[0]),
                     # pre-clip; an fp16 overflow (the scaler skipped that step) reads as null
                     "grad_norm": norm if math.isfinite(norm) else None,
                     "samples_per_s": tally.window_steps * effective_batch
                     / max(now - window_t0, 1e-9),
                 })
                 tally.window_loss, tally.window_steps, window_t0 = 0.0, 0, now
-            if progress and hasattr(batches, "set_postfix"):
-                batches.set_postfix(loss=f"{step_loss:.4f}",
-                                    lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
-            if eval_every and global_step % eval_every == 0 and i + 1 != n_batches:
+                if progress and hasattr(batches, "set_postfix"):
+                    batches.set_postfix(loss=f"{point_loss:.4f}",
+                                        lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
+            if eval_now:
                 # --- mid-epoch evaluation (the epoch's last step gets the epoch record) -------
                 # Its own time: evaluation is not training throughput.
                 t_eval = time.perf_counter()
@@ -488,7 +559,8 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
                                 f"preempted at optimizer step {global_step} (epoch {epoch + 1}, "
                                 f"batch {tally.batches_done} of {n_batches}); resume continues "
                                 "from there")
-            if stop is not None:
+            if stop is not None:  # a skipped update not yet read outranks it
+                stop = unread.read(tally, epoch) or stop
                 break
         if device.type == "cuda":
             torch.cuda.synchronize()

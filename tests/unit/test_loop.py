@@ -184,8 +184,15 @@ def test_regression_devign_collapse_recipe_is_caught_and_fix_is_not(tmp_path):
         assert dist["predicted_safe"] >= 0.2 * dist["actual_safe"]
 
 
-def test_non_finite_loss_stops_without_applying_the_update(splits, tmp_path, monkeypatch):
+@pytest.mark.parametrize("sync_every", [1, 7])
+def test_non_finite_loss_stops_without_applying_the_update(splits, tmp_path, monkeypatch,
+                                                           sync_every):
+    """sync_every 7: the host reads the device only every 7 optimizer steps (as on a GPU);
+    the bad steps in between are skipped on the device and the first one is named."""
     import importlib
+
+    loop_module = importlib.import_module("streamguard.training.loop")
+    monkeypatch.setattr(loop_module, "host_sync_interval", lambda device, log_every: sync_every)
 
     run_module = importlib.import_module("streamguard.training.run")
     calls = {"n": 0}
@@ -205,6 +212,8 @@ def test_non_finite_loss_stops_without_applying_the_update(splits, tmp_path, mon
                  work_dir=tmp_path)
     assert result.outcome == StopReason.NON_FINITE_LOSS
     assert "update not applied" in result.message and "epoch 2" in result.message
+    first_bad = int(result.message.split("optimizer step ")[1].split()[0])
+    assert result.global_step - first_bad < sync_every  # read at the next check
     weights = load_file(tmp_path / "checkpoints" / "last" / "model.safetensors")
     assert all(torch.isfinite(t).all() for t in weights.values())
 

@@ -241,3 +241,20 @@ def test_cli_sigterm_preempts_with_exit_6_and_the_same_command_resumes(splits, t
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["outcome"] == "completed" and result["global_step"] == STEPS_PER_EPOCH
     assert [r["epoch"] for r in jsonl(tmp_path / "run" / "metrics.jsonl")] == [1]
+
+
+def test_length_bucketed_batches_resume_exactly(splits, tmp_path):
+    """Stratified length buckets are a pure function of (seed, epoch) too: a run preempted
+    mid-epoch resumes into the very batches the uninterrupted run saw."""
+    cfg = {**CFG, "group_by_length": True, "epochs": 1}
+    straight, _ = train_in(tmp_path / "a", splits, store=LocalArtifactStore(tmp_path / "sa"),
+                           config=cfg)
+    store = LocalArtifactStore(tmp_path / "sb")
+    first, _ = train_in(tmp_path / "b", splits, store=store, preempt=PreemptAt(step=77),
+                        config=cfg)
+    assert first.outcome == StopReason.PREEMPTED and "batch 77 of 200" in first.message
+    second, _ = train_in(tmp_path / "b", splits, store=store, config=cfg)
+    assert second.outcome == straight.outcome and second.global_step == straight.global_step
+    assert_same_state(tmp_path / "a", tmp_path / "b")
+    assert without_timing(jsonl(tmp_path / "b" / "steps.jsonl")) == \
+        without_timing(jsonl(tmp_path / "a" / "steps.jsonl"))

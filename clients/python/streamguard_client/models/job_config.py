@@ -36,8 +36,10 @@ class JobConfig:
         eval_every_steps (int | None | Unset): Also evaluate on the validation split every this many optimizer steps
             (default: once per epoch, at its end). The guard's rules count evaluations.
         grad_clip (float | Unset):  Default: 1.0.
-        group_by_length (bool | Unset): Batch functions of similar token length (faster; label-skewed batches when
-            length correlates with the label). Default: False.
+        gradient_checkpointing (bool | Unset): Recompute activations in the backward pass instead of keeping them: less
+            GPU memory for long sequences or big batches, ~30 % more compute. Default: False.
+        group_by_length (bool | Unset): Length-bucketed batches (little padding), each holding the split's class mix;
+            false: shuffled batches. Default: True.
         guard_grace_steps (int | None | Unset): Optimizer steps before one-class predictions can stop the run (they warn
             `not_separating_yet` instead); default: the warmup steps.
         label_smoothing (float | Unset):  Default: 0.05.
@@ -53,12 +55,16 @@ class JobConfig:
             name `owner/name` (letters, digits, `_`, `.`, `-`), or `job:<job id>[/best|/last]` naming one of your finished
             jobs. Default: 'microsoft/codebert-base'.
         on_collapse (OnCollapse | Unset):
+        packing (bool | Unset): Pack each training batch's functions into as few rows as fit max_seq_len, attention
+            confined to each function: no padding at all (the same batches, labels and loss). Default: False.
         rollback_lr_factor (float | Unset):  Default: 0.5.
         seed (int | Unset):  Default: 42.
         selection_metric (JobConfigSelectionMetric | Unset): Validation metric that picks the best checkpoint (higher is
             better). Default: JobConfigSelectionMetric.F1.
         tokenizer_vocab_size (int | Unset): Vocabulary of the byte-level BPE trained on the train split (scratch
             models). Default: 8000.
+        torch_compile (bool | Unset): Compile the training forward and backward with torch.compile (GPU; batches are
+            padded to a few bucketed widths so it compiles a handful of shapes). Measured slower on CPU. Default: False.
         warmup_ratio (float | Unset):  Default: 0.1.
         weight_decay (float | Unset):  Default: 0.01.
     """
@@ -76,7 +82,8 @@ class JobConfig:
     eval_batch_size: int | None | Unset = UNSET
     eval_every_steps: int | None | Unset = UNSET
     grad_clip: float | Unset = 1.0
-    group_by_length: bool | Unset = False
+    gradient_checkpointing: bool | Unset = False
+    group_by_length: bool | Unset = True
     guard_grace_steps: int | None | Unset = UNSET
     label_smoothing: float | Unset = 0.05
     log_every_steps: int | None | Unset = UNSET
@@ -88,10 +95,12 @@ class JobConfig:
     mixed_precision: MixedPrecision | Unset = UNSET
     model: str | Unset = "microsoft/codebert-base"
     on_collapse: OnCollapse | Unset = UNSET
+    packing: bool | Unset = False
     rollback_lr_factor: float | Unset = 0.5
     seed: int | Unset = 42
     selection_metric: JobConfigSelectionMetric | Unset = JobConfigSelectionMetric.F1
     tokenizer_vocab_size: int | Unset = 8000
+    torch_compile: bool | Unset = False
     warmup_ratio: float | Unset = 0.1
     weight_decay: float | Unset = 0.01
 
@@ -132,6 +141,8 @@ class JobConfig:
 
         grad_clip = self.grad_clip
 
+        gradient_checkpointing = self.gradient_checkpointing
+
         group_by_length = self.group_by_length
 
         guard_grace_steps: int | None | Unset
@@ -170,6 +181,8 @@ class JobConfig:
         if not isinstance(self.on_collapse, Unset):
             on_collapse = self.on_collapse.value
 
+        packing = self.packing
+
         rollback_lr_factor = self.rollback_lr_factor
 
         seed = self.seed
@@ -179,6 +192,8 @@ class JobConfig:
             selection_metric = self.selection_metric.value
 
         tokenizer_vocab_size = self.tokenizer_vocab_size
+
+        torch_compile = self.torch_compile
 
         warmup_ratio = self.warmup_ratio
 
@@ -213,6 +228,8 @@ class JobConfig:
             field_dict["eval_every_steps"] = eval_every_steps
         if grad_clip is not UNSET:
             field_dict["grad_clip"] = grad_clip
+        if gradient_checkpointing is not UNSET:
+            field_dict["gradient_checkpointing"] = gradient_checkpointing
         if group_by_length is not UNSET:
             field_dict["group_by_length"] = group_by_length
         if guard_grace_steps is not UNSET:
@@ -237,6 +254,8 @@ class JobConfig:
             field_dict["model"] = model
         if on_collapse is not UNSET:
             field_dict["on_collapse"] = on_collapse
+        if packing is not UNSET:
+            field_dict["packing"] = packing
         if rollback_lr_factor is not UNSET:
             field_dict["rollback_lr_factor"] = rollback_lr_factor
         if seed is not UNSET:
@@ -245,6 +264,8 @@ class JobConfig:
             field_dict["selection_metric"] = selection_metric
         if tokenizer_vocab_size is not UNSET:
             field_dict["tokenizer_vocab_size"] = tokenizer_vocab_size
+        if torch_compile is not UNSET:
+            field_dict["torch_compile"] = torch_compile
         if warmup_ratio is not UNSET:
             field_dict["warmup_ratio"] = warmup_ratio
         if weight_decay is not UNSET:
@@ -300,6 +321,8 @@ class JobConfig:
 
         grad_clip = d.pop("grad_clip", UNSET)
 
+        gradient_checkpointing = d.pop("gradient_checkpointing", UNSET)
+
         group_by_length = d.pop("group_by_length", UNSET)
 
         def _parse_guard_grace_steps(data: object) -> int | None | Unset:
@@ -353,6 +376,8 @@ class JobConfig:
         else:
             on_collapse = OnCollapse(_on_collapse)
 
+        packing = d.pop("packing", UNSET)
+
         rollback_lr_factor = d.pop("rollback_lr_factor", UNSET)
 
         seed = d.pop("seed", UNSET)
@@ -365,6 +390,8 @@ class JobConfig:
             selection_metric = JobConfigSelectionMetric(_selection_metric)
 
         tokenizer_vocab_size = d.pop("tokenizer_vocab_size", UNSET)
+
+        torch_compile = d.pop("torch_compile", UNSET)
 
         warmup_ratio = d.pop("warmup_ratio", UNSET)
 
@@ -384,6 +411,7 @@ class JobConfig:
             eval_batch_size=eval_batch_size,
             eval_every_steps=eval_every_steps,
             grad_clip=grad_clip,
+            gradient_checkpointing=gradient_checkpointing,
             group_by_length=group_by_length,
             guard_grace_steps=guard_grace_steps,
             label_smoothing=label_smoothing,
@@ -396,10 +424,12 @@ class JobConfig:
             mixed_precision=mixed_precision,
             model=model,
             on_collapse=on_collapse,
+            packing=packing,
             rollback_lr_factor=rollback_lr_factor,
             seed=seed,
             selection_metric=selection_metric,
             tokenizer_vocab_size=tokenizer_vocab_size,
+            torch_compile=torch_compile,
             warmup_ratio=warmup_ratio,
             weight_decay=weight_decay,
         )
