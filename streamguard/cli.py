@@ -69,13 +69,29 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return parse_train_config(config_fields_from_args(args))
 
 
+#: Folder name of `streamguard train`'s token cache, beside the output folder by default.
+CACHE_DIR_NAME = ".streamguard-cache"
+
+
+def train_cache_dir(args: argparse.Namespace) -> Path | None:
+    """The token cache folder: --cache-dir, else `.streamguard-cache` beside --output-dir (so
+    runs/a and runs/b share runs/.streamguard-cache); None with --no-cache."""
+    if args.no_cache:
+        return None
+    if args.cache_dir:
+        return Path(args.cache_dir)
+    return Path(args.output_dir).resolve().parent / CACHE_DIR_NAME
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from streamguard.sinks import FanOutSink, JsonlSink, ListSink
+    from streamguard.storage import LocalArtifactStore
     from streamguard.training import run
 
     config = config_from_args(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cache_dir = train_cache_dir(args)
     history = ListSink()
     # SIGTERM (`docker stop`, a drain) only sets a flag: the loop reads it after every optimizer
     # step, saves `last` at that step and returns PREEMPTED; running again resumes from there.
@@ -87,7 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = run(config, train_path=args.train, val_path=args.val, test_path=args.test,
                      work_dir=out, sink=FanOutSink([JsonlSink(out / "metrics.jsonl"), history]),
                      resume=args.resume, device=args.device, progress=not args.no_progress,
-                     should_preempt=preempt.is_set)
+                     should_preempt=preempt.is_set,
+                     cache=LocalArtifactStore(cache_dir) if cache_dir is not None else None)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -123,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start over even if OUTPUT_DIR/checkpoints/last exists")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
+    p.add_argument("--cache-dir", default=None,
+                   help="token cache: the trained scratch tokenizer and token ids, reused by "
+                        f"runs on the same files [OUTPUT_DIR/../{CACHE_DIR_NAME}]")
+    p.add_argument("--no-cache", action="store_true",
+                   help="prepare the data afresh and keep nothing in the token cache")
     add_config_flags(p)
     p.set_defaults(handler=cmd_train)
 

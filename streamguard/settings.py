@@ -99,6 +99,10 @@ class WorkerSettings(BaseModel):
     #: would keep the job row locked, and the sweeper off the job, until it is thawed; the
     #: server ends such a session after this long, so recovery takes at most this on top.
     idle_in_transaction_timeout_s: float = Field(default=10.0, gt=0)
+    #: Keep each job's prepared data (scratch tokenizer, token ids) under the store's `cache/`,
+    #: keyed by content hashes and the tenant, so the tenant's next job on the same files skips
+    #: tokenizing; False prepares every job afresh and writes nothing there.
+    token_cache: bool = True
 
 
 class InferenceSettings(BaseModel):

@@ -20,13 +20,18 @@ from transformers import PreTrainedTokenizerFast
 
 # Order fixes the ids: <s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4, as in RoBERTa / CodeBERT.
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+#: Part of the token cache's key for trained tokenizers: bump it whenever a change here would
+#: make the same texts train a different tokenizer (trainer settings, pre-tokenizer, specials).
+RECIPE_VERSION = 1
 
 
 def train_bpe_tokenizer(texts: Iterable[str], *, vocab_size: int, max_len: int,
                         save_dir: str | Path | None = None) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on `texts`; encodings are `<s> ... </s>`, truncated on the right.
 
-    Deterministic: the same texts in the same order give the same vocabulary and merges.
+    Deterministic: the same texts in the same order give the same vocabulary and merges (the
+    trainer breaks count ties by pair ids, never by hash order; tested across processes), which
+    is what lets the token cache key a trained tokenizer by its training file's sha256.
 
     Args:
         texts: training texts, read once in order.

@@ -65,7 +65,9 @@ def train_job(self: Task, job_id: str) -> str | None:
                          test_path=data.test, work_dir=work_dir, sink=sink, store=store,
                          store_prefix=contract.job_prefix(claim.tenant_id, job_id),
                          should_cancel=cancel, should_preempt=runtime.should_preempt(hb),
-                         base_model=base, created_by=f"StreamGuard job {job_id}")
+                         base_model=base, created_by=f"StreamGuard job {job_id}",
+                         cache=store if settings.worker.token_cache else None,
+                         cache_namespace=claim.tenant_id)
             if result.outcome != runtime.PREEMPTED:
                 status, message = runtime.outcome_status(result, cancel)
             test = result.test_metrics  # the best checkpoint's, so it names that epoch

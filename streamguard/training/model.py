@@ -53,13 +53,24 @@ def _set_dropout(model_config: Any, dropout: float) -> None:
             setattr(model_config, attr, dropout)
 
 
-def build_scratch(config: TrainConfig, train_texts: Sequence[str],
-                  ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Random-init RoBERTa plus a BPE tokenizer trained on the training texts."""
+def train_scratch_tokenizer(config: TrainConfig, train_texts: Sequence[str],
+                            ) -> PreTrainedTokenizerBase:
+    """The byte-level BPE a scratch model uses, trained on the training texts (deterministic)."""
     from streamguard.tokenizer import train_bpe_tokenizer
 
-    tokenizer = train_bpe_tokenizer(train_texts, vocab_size=config.tokenizer_vocab_size,
-                                    max_len=config.max_seq_len)
+    return train_bpe_tokenizer(train_texts, vocab_size=config.tokenizer_vocab_size,
+                               max_len=config.max_seq_len)
+
+
+def build_scratch(config: TrainConfig, train_texts: Sequence[str], *,
+                  tokenizer: PreTrainedTokenizerBase | None = None,
+                  ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Random-init RoBERTa plus a BPE tokenizer trained on the training texts.
+
+    `tokenizer`: that BPE already trained (e.g. from the token cache); `train_texts` is unused.
+    """
+    if tokenizer is None:
+        tokenizer = train_scratch_tokenizer(config, train_texts)
     kwargs: dict[str, Any] = dict(
         vocab_size=len(tokenizer), max_position_embeddings=config.max_seq_len + 2,
         type_vocab_size=1, pad_token_id=tokenizer.pad_token_id,
@@ -71,28 +82,50 @@ def build_scratch(config: TrainConfig, train_texts: Sequence[str],
     return RobertaForSequenceClassification(model_config), tokenizer
 
 
-def load_pretrained(name_or_path: str | Path, config: TrainConfig,
-                    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A hub model or local directory with a fresh 2-label head (or a checkpoint folder)."""
+def load_model_config(name_or_path: str | Path, config: TrainConfig) -> Any:
+    """The model's config with a 2-label head and the job's dropout; InvalidTrainConfig when
+    `config.max_seq_len` exceeds its position limit (cheap: config.json only)."""
     model_config = AutoConfig.from_pretrained(name_or_path, num_labels=2,
                                               id2label={0: "safe", 1: "vulnerable"},
                                               label2id={"safe": 0, "vulnerable": 1})
     _set_dropout(model_config, config.dropout)
     check_max_seq_len(config, model_config)
+    return model_config
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    """The fast tokenizer of a hub model, local model folder or checkpoint."""
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
     if not tokenizer.is_fast:
         raise InvalidTrainConfig([{"field": "model",
                                    "message": f"{name_or_path!r} has no fast tokenizer"}])
+    return tokenizer
+
+
+def load_pretrained(name_or_path: str | Path, config: TrainConfig, *,
+                    tokenizer: PreTrainedTokenizerBase | None = None,
+                    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A hub model or local directory with a fresh 2-label head (or a checkpoint folder).
+
+    `tokenizer`: its tokenizer, already loaded (`load_tokenizer`); loaded here when None.
+    """
+    model_config = load_model_config(name_or_path, config)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(name_or_path)
     model = AutoModelForSequenceClassification.from_pretrained(name_or_path, config=model_config)
     return model, tokenizer
 
 
-def build_model(config: TrainConfig, train_texts: Sequence[str], *,
-                checkpoint: Path | None = None,
+def build_model(config: TrainConfig, train_texts: Sequence[str] = (), *,
+                checkpoint: Path | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """From a checkpoint folder when resuming, else from config.model."""
+    """From a checkpoint folder when resuming, else from config.model.
+
+    `tokenizer`: the one data preparation already built for that source (the checkpoint's, the
+    hub model's, or the scratch BPE), so it is neither loaded nor trained a second time.
+    """
     if checkpoint is not None:
-        return load_pretrained(checkpoint, config)
+        return load_pretrained(checkpoint, config, tokenizer=tokenizer)
     if config.is_scratch_model:
-        return build_scratch(config, train_texts)
-    return load_pretrained(config.model, config)
+        return build_scratch(config, train_texts, tokenizer=tokenizer)
+    return load_pretrained(config.model, config, tokenizer=tokenizer)
