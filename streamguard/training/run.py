@@ -133,9 +133,16 @@ def run(config: TrainConfig, *, train_path: str | Path, val_path: str | Path,
                                    tokenizer=prep.tokenizer)
 
     def loader(split: str, *, shuffle: bool, batch: int):  # type: ignore[no-untyped-def]
+        # Packing is for the training batches; evaluation stays padded (and length-sorted).
+        # Under torch.compile widths are rounded up to a few buckets: a handful of shapes.
+        train_split = split == "train"
         return make_loader(prep.splits[split], batch, pad_id=int(tokenizer.pad_token_id),
                            shuffle=shuffle, group_by_length=config.group_by_length,
-                           seed=config.seed, pin_memory=dev.type == "cuda")
+                           seed=config.seed, pin_memory=dev.type == "cuda",
+                           packed_row_len=config.max_seq_len
+                           if config.packing and train_split else None,
+                           pad_multiple=max(8, config.max_seq_len // 8)
+                           if config.torch_compile and train_split else 1)
 
     eval_batch = config.effective_eval_batch_size
     all_callbacks = list(callbacks)

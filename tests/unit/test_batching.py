@@ -146,3 +146,39 @@ def test_first_token_forward_without_padding_and_other_models_fall_back():
     with torch.no_grad():
         assert torch.equal(classifier_logits(bert, ids, mask),
                            bert(input_ids=ids, attention_mask=mask).logits)
+
+
+def test_the_packed_loader_gives_the_padded_loaders_logits():
+    """make_loader(packed_row_len=...) batches, through batch_logits, equal the padded ones."""
+    from streamguard.training.data import TokenizedSplit, make_loader
+    from streamguard.training.forward import batch_logits
+
+    model = tiny_roberta().eval()
+    gen = torch.Generator().manual_seed(4)
+    lengths = [64, 3, 30, 17, 64, 9, 41, 5, 22, 60]
+    split = TokenizedSplit([torch.randint(3, 300, (n,), generator=gen).tolist()
+                            for n in lengths], [i % 2 for i in range(len(lengths))])
+    kw = {"pad_id": 1, "shuffle": True, "group_by_length": True, "seed": 2}
+    padded = make_loader(split, 5, **kw)
+    packed = make_loader(split, 5, packed_row_len=64, **kw)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        for a, b in zip(padded, packed, strict=True):
+            assert "seq_ids" in b and b["input_ids"].shape[0] < 5  # fewer rows than functions
+            assert torch.equal(a["labels"], b["labels"])
+            torch.testing.assert_close(batch_logits(model, b, cpu), batch_logits(model, a, cpu),
+                                       atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_and_eager_forward_agree():
+    """torch.compile (config.torch_compile) of the training forward: the eager logits."""
+    from streamguard.training.forward import batch_logits
+
+    model = tiny_roberta().eval()
+    ids, mask = padded_batch([24, 7, 24, 15])
+    batch = {"input_ids": ids, "attention_mask": mask}
+    compiled = torch.compile(batch_logits)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(model, batch, cpu), batch_logits(model, batch, cpu),
+                                   atol=1e-5, rtol=1e-5)
