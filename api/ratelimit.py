@@ -10,7 +10,10 @@ process. Redis failing must not take the API down: the request is allowed, a war
 once per outage, and for `REDIS_RETRY_S` the process-local buckets stand in instead of paying
 the socket timeout on every request.
 
-The limiter is built from settings on first use and kept on `app.state.rate_limiter`.
+The limiter is built from settings by the app's lifespan (`build_rate_limiter`, one per event
+loop: its asyncio Redis connections belong to that loop) and kept on `app.state.rate_limiter`;
+requests call `check_rate_async` from the event loop (no worker thread: the Redis round trip is
+awaited), the stream opening path calls the blocking `check_rate` from its worker thread.
 """
 
 from __future__ import annotations
@@ -71,7 +74,13 @@ return {allowed, wait_ms}
 
 class RateLimiter(Protocol):
     def check(self, bucket_id: str) -> None:
-        """Take one token from the bucket, or raise TooManyRequests."""
+        """Take one token from the bucket, or raise TooManyRequests (blocking)."""
+
+    async def check_async(self, bucket_id: str) -> None:
+        """The same from the event loop (never blocks it)."""
+
+    async def aclose(self) -> None:
+        """Release connections (app shutdown)."""
 
 
 def _refuse(per_minute: int, wait_s: float) -> TooManyRequests:
@@ -84,6 +93,12 @@ class NoRateLimit:
     """`rate_limit_per_minute = 0`: every request passes."""
 
     def check(self, bucket_id: str) -> None:  # noqa: ARG002 - the protocol's signature
+        return None
+
+    async def check_async(self, bucket_id: str) -> None:  # noqa: ARG002 - the protocol's
+        return None
+
+    async def aclose(self) -> None:
         return None
 
 
@@ -109,6 +124,12 @@ class LocalRateLimiter:
             if len(self._buckets) > MAX_LOCAL_BUCKETS:
                 self._drop_full(now)
 
+    async def check_async(self, bucket_id: str) -> None:
+        self.check(bucket_id)  # a dict update under a lock held for microseconds
+
+    async def aclose(self) -> None:
+        return None
+
     def _drop_full(self, now: float) -> None:
         """Forget buckets idle for a minute: they are full, the same as a new one."""
         idle = [k for k, (_t, at) in self._buckets.items() if now - at >= 60.0]
@@ -117,19 +138,58 @@ class LocalRateLimiter:
 
 
 class RedisRateLimiter:
-    """Token buckets in Redis, shared by every API process; fails open when Redis does."""
+    """Token buckets in Redis, shared by every API process; fails open when Redis does.
+
+    Two clients on the same URL, each made on first use: a blocking one for `check` (worker
+    threads) and an asyncio one for `check_async` (the event loop the app runs on).
+    """
 
     def __init__(self, per_minute: int, url: str, *, client: Any = None) -> None:
-        import redis
-
         self.per_minute = per_minute
-        self.client = client or redis.Redis.from_url(
-            url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
-            health_check_interval=30)
-        self.script = self.client.register_script(_TOKEN_BUCKET_LUA)
+        self.url = url
+        self._client = client
+        self._script: Any = None
+        self._async_client: Any = None
+        self._async_script: Any = None
         self.fallback = LocalRateLimiter(per_minute)
         self._down_until = 0.0
         self._warned = False
+        self._client_lock = threading.Lock()
+
+    def _sync_script(self) -> Any:
+        with self._client_lock:
+            if self._script is None:
+                import redis
+
+                self._client = self._client or redis.Redis.from_url(
+                    self.url, socket_timeout=REDIS_TIMEOUT_S,
+                    socket_connect_timeout=REDIS_TIMEOUT_S, health_check_interval=30)
+                self._script = self._client.register_script(_TOKEN_BUCKET_LUA)
+            return self._script
+
+    def _loop_script(self) -> Any:
+        if self._async_script is None:
+            import redis.asyncio
+
+            self._async_client = redis.asyncio.Redis.from_url(
+                self.url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+                health_check_interval=30)
+            self._async_script = self._async_client.register_script(_TOKEN_BUCKET_LUA)
+        return self._async_script
+
+    def _failed(self, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + REDIS_RETRY_S
+        if not self._warned:
+            self._warned = True
+            log.warning("rate limit: Redis failed (%s); requests are allowed and limited "
+                        "per process until it answers again", type(exc).__name__)
+
+    def _answered(self, allowed: Any, wait_ms: Any) -> None:
+        if self._warned:
+            self._warned = False
+            log.info("rate limit: Redis answers again; limits are shared again")
+        if not int(allowed):
+            raise _refuse(self.per_minute, int(wait_ms) / 1000.0)
 
     def check(self, bucket_id: str) -> None:
         import redis
@@ -138,20 +198,34 @@ class RedisRateLimiter:
             self.fallback.check(bucket_id)
             return
         try:
-            allowed, wait_ms = self.script(keys=[REDIS_KEY_PREFIX + bucket_id],
-                                           args=[self.per_minute])
+            allowed, wait_ms = self._sync_script()(keys=[REDIS_KEY_PREFIX + bucket_id],
+                                                   args=[self.per_minute])
         except (redis.RedisError, OSError) as exc:
-            self._down_until = time.monotonic() + REDIS_RETRY_S
-            if not self._warned:
-                self._warned = True
-                log.warning("rate limit: Redis failed (%s); requests are allowed and limited "
-                            "per process until it answers again", type(exc).__name__)
+            self._failed(exc)
             return
-        if self._warned:
-            self._warned = False
-            log.info("rate limit: Redis answers again; limits are shared again")
-        if not int(allowed):
-            raise _refuse(self.per_minute, int(wait_ms) / 1000.0)
+        self._answered(allowed, wait_ms)
+
+    async def check_async(self, bucket_id: str) -> None:
+        import redis
+
+        if time.monotonic() < self._down_until:
+            self.fallback.check(bucket_id)
+            return
+        try:
+            allowed, wait_ms = await self._loop_script()(keys=[REDIS_KEY_PREFIX + bucket_id],
+                                                         args=[self.per_minute])
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+            return
+        self._answered(allowed, wait_ms)
+
+    async def aclose(self) -> None:
+        client, self._async_client, self._async_script = self._async_client, None, None
+        if client is not None:
+            await client.aclose()
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter:
@@ -165,7 +239,8 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
 
 
 def get_rate_limiter(request: Request, settings: Settings) -> RateLimiter:
-    """The app's limiter, built on first use (`app.state.rate_limiter`)."""
+    """The app's limiter (`app.state.rate_limiter`, built by the lifespan; built here on first
+    use for an app whose lifespan did not run)."""
     state = request.app.state
     limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
     if limiter is None:
@@ -177,10 +252,19 @@ def get_rate_limiter(request: Request, settings: Settings) -> RateLimiter:
 
 
 def check_rate(request: Request, settings: Settings, key_hash: str) -> None:
-    """Take one request from the bucket of the key whose SHA-256 hex is `key_hash`.
+    """Take one request from the bucket of the key whose SHA-256 hex is `key_hash` (blocking:
+    call it from a worker thread).
 
     Raises:
         TooManyRequests: the key is over `api.rate_limit_per_minute` (`retry_after_s` set).
     """
     get_rate_limiter(request, settings).check(key_hash[:BUCKET_ID_LEN])
 
+
+async def check_rate_async(request: Request, settings: Settings, key_hash: str) -> None:
+    """`check_rate` from the event loop: the Redis round trip is awaited, no thread is taken.
+
+    Raises:
+        TooManyRequests: the key is over `api.rate_limit_per_minute` (`retry_after_s` set).
+    """
+    await get_rate_limiter(request, settings).check_async(key_hash[:BUCKET_ID_LEN])

@@ -261,6 +261,8 @@ async def run_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Phase]
     phases = {}
     for name, request, expected in (("healthz", healthz, 200), ("list", list_jobs, 200),
                                     ("create", create_job, 201)):
+        if name not in args.phases:
+            continue
         phases[name] = await drive(stack.base_url, stack, args.clients, request, expected,
                                    args.warmup_s, args.duration_s, name)
         stack.api.check_alive()
@@ -273,6 +275,11 @@ LABELS = {"healthz": "GET /healthz", "list": "GET /v1/jobs", "create": "POST /v1
 
 
 def report(phases: dict[str, Phase], args: argparse.Namespace, total_jobs: int) -> dict[str, Any]:
+    def ratio(a: float, b: float) -> float:
+        return a / b if b and a == a and b == b else float("nan")
+
+    missing = Phase("not run", duration_s=1.0)
+    phases = {name: phases.get(name, missing) for name in LABELS}
     base = phases["healthz"]
     print(f"\n{args.clients} concurrent clients, {args.duration_s:g} s per phase after "
           f"{args.warmup_s:g} s warm-up; {args.tenants} tenants, {total_jobs} jobs stored "
@@ -286,7 +293,8 @@ def report(phases: dict[str, Phase], args: argparse.Namespace, total_jobs: int) 
     for name, ph in phases.items():
         cpu_ms = ph.server_cpu_s * 1000 / max(1, sum(ph.statuses.values()))
         print(f"{LABELS[name]:<16}{ph.rps:>9.1f}{ph.p(0.5):>9.1f}{ph.p(0.99):>9.1f}"
-              f"{ph.rps / base.rps:>8.2f}{ph.p(0.99) / base.p(0.99):>8.2f}{cpu_ms:>16.2f}"
+              f"{ratio(ph.rps, base.rps):>8.2f}{ratio(ph.p(0.99), base.p(0.99)):>8.2f}"
+              f"{cpu_ms:>16.2f}"
               f"{sum(ph.errors.values()):>8}")
         for error, n in ph.errors.most_common(3):
             print(f"    {n} x {error}")
@@ -295,9 +303,11 @@ def report(phases: dict[str, Phase], args: argparse.Namespace, total_jobs: int) 
         "clients": args.clients, "duration_s": args.duration_s,
         "healthz_rps": base.rps, "healthz_p50_ms": base.p(0.5), "healthz_p99_ms": base.p(0.99),
         "list_rps": lst.rps, "list_p50_ms": lst.p(0.5), "list_p99_ms": lst.p(0.99),
-        "list_rps_ratio": lst.rps / base.rps, "list_p99_ratio": lst.p(0.99) / base.p(0.99),
+        "list_rps_ratio": ratio(lst.rps, base.rps),
+        "list_p99_ratio": ratio(lst.p(0.99), base.p(0.99)),
         "create_rps": crt.rps, "create_p50_ms": crt.p(0.5), "create_p99_ms": crt.p(0.99),
-        "create_rps_ratio": crt.rps / base.rps, "create_p99_ratio": crt.p(0.99) / base.p(0.99),
+        "create_rps_ratio": ratio(crt.rps, base.rps),
+        "create_p99_ratio": ratio(crt.p(0.99), base.p(0.99)),
         "errors": {name: sum(ph.errors.values()) for name, ph in phases.items()},
     }
     met = {
@@ -320,6 +330,8 @@ def main() -> None:
     p.add_argument("--tenants", type=int, default=5)
     p.add_argument("--jobs-per-tenant", type=int, default=80)
     p.add_argument("--page-size", type=int, default=0, help="0: the API's default page size")
+    p.add_argument("--phases", nargs="+", choices=list(LABELS), default=list(LABELS),
+                   help="run only these (a profiling aid; the ratios need healthz)")
     p.add_argument("--api-env", action="append", default=[], metavar="SG_X=V",
                    help="extra environment for the API process (e.g. pool sizes)")
     args = p.parse_args()
@@ -337,6 +349,7 @@ def main() -> None:
             refs = [upload_datasets(base_url, key, tmp) for key in keys]
             stack = Stack(base_url, api, keys, refs, queue)
             store_jobs(db_url, stack, args.jobs_per_tenant)
+            print(f"API process {api.pid} at {base_url}; load starts", flush=True)
             try:
                 phases = asyncio.run(run_phases(stack, args))
             finally:

@@ -129,13 +129,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 # --- submission and reads --------------------------------------------------------------------
 
 def _record(session: Session, *, job_id: str, from_status: str | None, to_status: str,
-            reason: str, **extra: Any) -> None:
-    session.add(JobTransition(job_id=job_id, from_status=from_status, to_status=to_status,
-                              reason=reason))
+            reason: str, **extra: Any) -> JobTransition:
+    transition = JobTransition(job_id=job_id, from_status=from_status, to_status=to_status,
+                               reason=reason)
+    session.add(transition)
     session.add(JobEvent(job_id=job_id, kind=EventKind.STATUS.value,
                          payload={"status": to_status, "from": from_status, "reason": reason,
                                   **extra}))
     session.flush()
+    return transition
 
 
 def _expire(session: Session, job_id: str) -> None:
@@ -149,24 +151,43 @@ def create_job(*, session: Session, tenant_id: str, spec: dict[str, Any], total_
                name: str | None = None, idempotency_key: str | None = None,
                request_hash: str | None = None, warnings: list[str] | None = None) -> Job:
     """Insert a queued job. Raises DuplicateIdempotencyKey (session stays usable) on reuse."""
+    return submit_job(session=session, tenant_id=tenant_id, spec=spec,
+                      total_epochs=total_epochs, name=name, idempotency_key=idempotency_key,
+                      request_hash=request_hash, warnings=warnings)[0]
+
+
+def submit_job(*, session: Session, tenant_id: str, spec: dict[str, Any], total_epochs: int,
+               name: str | None = None, idempotency_key: str | None = None,
+               request_hash: str | None = None, warnings: list[str] | None = None,
+               savepoint: bool = True) -> tuple[Job, JobTransition]:
+    """Insert a queued job; returns it with its first transition (`submitted`), so a caller can
+    show the new job without reading it back.
+
+    With `savepoint` (and an idempotency key), the insert runs in a SAVEPOINT: reusing a key
+    raises DuplicateIdempotencyKey and the session stays usable. Without it (two round trips
+    fewer), reuse raises sqlalchemy's IntegrityError and the transaction must be rolled back;
+    the API's submit does that, then replays the job that won.
+    """
     job = Job(tenant_id=tenant_id, spec=spec, total_epochs=total_epochs, name=name,
               idempotency_key=idempotency_key, request_hash=request_hash,
               status=JobStatus.QUEUED.value, warnings=list(warnings or []))
-    try:
-        with session.begin_nested():  # a savepoint, so a duplicate does not doom the transaction
-            session.add(job)
-            session.flush()
-    except IntegrityError:
-        existing = None
-        if idempotency_key is not None:
+    if idempotency_key is None or not savepoint:  # nothing a savepoint would need to undo
+        session.add(job)
+        session.flush()
+    else:
+        try:
+            with session.begin_nested():  # a savepoint: a duplicate does not doom the transaction
+                session.add(job)
+                session.flush()
+        except IntegrityError:
             existing = get_job_by_idempotency_key(session=session, tenant_id=tenant_id,
                                                   idempotency_key=idempotency_key)
-        if existing is None:
-            raise
-        raise DuplicateIdempotencyKey(existing.id, idempotency_key or "") from None
-    _record(session, job_id=job.id, from_status=None, to_status=JobStatus.QUEUED.value,
-            reason="submitted")
-    return job
+            if existing is None:
+                raise
+            raise DuplicateIdempotencyKey(existing.id, idempotency_key) from None
+    transition = _record(session, job_id=job.id, from_status=None,
+                         to_status=JobStatus.QUEUED.value, reason="submitted")
+    return job, transition
 
 
 def delete_unsent_job(*, session: Session, job_id: str) -> None:
@@ -201,22 +222,79 @@ def get_job_by_idempotency_key(*, session: Session, tenant_id: str,
         Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key)).one_or_none()
 
 
-def list_jobs(*, session: Session, tenant_id: str, status: JobStatus | str | None = None,
-              limit: int, cursor: str | None = None) -> tuple[list[Job], str | None]:
-    """A page of the tenant's jobs, newest first; returns (jobs, next_cursor or None)."""
-    stmt = sa.select(Job).where(Job.tenant_id == tenant_id)
+def _page(stmt: sa.Select[Any], *, tenant_id: str, status: JobStatus | str | None,
+          cursor: str | None, limit: int) -> sa.Select[Any]:
+    """The tenant's jobs (of `status`), after `cursor`, newest first, `limit + 1` rows (the
+    extra row says whether there is a next page)."""
+    stmt = stmt.where(Job.tenant_id == tenant_id)
     if status is not None:
         stmt = stmt.where(Job.status == JobStatus(status).value)
     if cursor is not None:
         created_at, last_id = decode_cursor(cursor)
         stmt = stmt.where(sa.or_(Job.created_at < created_at,
                                  sa.and_(Job.created_at == created_at, Job.id < last_id)))
-    rows = list(session.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc())
-                                .limit(limit + 1)))
+    return stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+
+
+def _cut(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]
     return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
+
+
+def list_jobs(*, session: Session, tenant_id: str, status: JobStatus | str | None = None,
+              limit: int, cursor: str | None = None) -> tuple[list[Job], str | None]:
+    """A page of the tenant's jobs, newest first; returns (jobs, next_cursor or None)."""
+    stmt = _page(sa.select(Job), tenant_id=tenant_id, status=status, cursor=cursor, limit=limit)
+    return _cut(list(session.scalars(stmt)), limit)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummaryRow:
+    """What a job summary shows (`GET /v1/jobs`), attributes named like the Job's. Read as
+    plain columns: the spec document (the largest column, a JSON parse per row) stays in the
+    database; only its selection metric is read, by a JSON path."""
+
+    id: str
+    name: str | None
+    status: str
+    outcome_message: str | None
+    cancel_requested: bool
+    warnings: list[str]
+    attempts: int
+    run_time_s: float
+    current_epoch: int
+    total_epochs: int
+    current_step: int
+    total_steps: int | None
+    best_epoch: int | None
+    best_metric: float | None
+    test_metrics: dict[str, Any] | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    selection_metric: str | None
+
+
+#: Built once: coercing 21 column expressions costs more than running the query.
+_SUMMARY_SELECT = sa.select(
+    *(getattr(Job, name) for name in JobSummaryRow.__dataclass_fields__
+      if name != "selection_metric"),
+    Job.spec[("config", "selection_metric")].as_string().label("selection_metric"),
+)
+
+
+def list_job_summaries(*, session: Session, tenant_id: str,
+                       status: JobStatus | str | None = None, limit: int,
+                       cursor: str | None = None) -> tuple[list[JobSummaryRow], str | None]:
+    """`list_jobs` as JobSummaryRow, in ONE query of the summary's columns; returns
+    (rows, next_cursor or None)."""
+    stmt = _page(_SUMMARY_SELECT, tenant_id=tenant_id, status=status,
+                 cursor=cursor, limit=limit)
+    return _cut([JobSummaryRow(*row) for row in session.execute(stmt)], limit)
 
 
 def list_transitions(*, session: Session, job_id: str) -> list[JobTransition]:
@@ -523,6 +601,25 @@ def release_job(*, session: Session, job_id: str, token: int, enqueue: Enqueue,
     return job
 
 
+def lock_tenant_row(*, session: Session, tenant_id: str,
+                    idempotency_key: str | None = None) -> str | None:
+    """Lock the tenant's row until commit or rollback (`FOR NO KEY UPDATE` on PostgreSQL: other
+    tenants and dataset uploads are not blocked; SQLite's write lock), so that submissions of
+    one tenant count their quota one after the other. In the same round trip, returns the id of
+    the tenant's job submitted with `idempotency_key` (None: no such job, or no key), as this
+    statement's snapshot saw it: a job committed while it waited for the lock is caught by the
+    unique constraint instead.
+    """
+    existing: Any = sa.null()
+    if idempotency_key is not None:
+        existing = (sa.select(Job.id).where(Job.tenant_id == tenant_id,
+                                            Job.idempotency_key == idempotency_key)
+                    .scalar_subquery())
+    row = session.execute(sa.select(Tenant.id, existing).where(Tenant.id == tenant_id)
+                          .with_for_update(key_share=True, of=Tenant)).first()
+    return None if row is None or row[1] is None else str(row[1])
+
+
 def count_jobs_by_status(*, session: Session, tenant_id: str,
                          statuses: Collection[JobStatus] | None = None,
                          lock_tenant: bool = False) -> dict[str, int]:
@@ -533,8 +630,7 @@ def count_jobs_by_status(*, session: Session, tenant_id: str,
     the other and a quota cannot be overshot; other tenants and dataset uploads are not blocked.
     """
     if lock_tenant:
-        session.execute(sa.select(Tenant.id).where(Tenant.id == tenant_id)
-                        .with_for_update(key_share=True))
+        lock_tenant_row(session=session, tenant_id=tenant_id)
     query = sa.select(Job.status, sa.func.count()).where(Job.tenant_id == tenant_id)
     if statuses is not None:
         query = query.where(Job.status.in_([JobStatus(s).value for s in statuses]))
