@@ -42,6 +42,7 @@ from streamguard.contract import (
     InvalidDatasetUri,
     JobConfig,
     JobDatasets,
+    JobSpec,
     JobStatus,
 )
 from streamguard.db import jobs as jobs_repo
@@ -296,7 +297,7 @@ def submit_job(*, session: Session, store: ArtifactStore, settings: Settings, te
                                "not stored; retry the request (the same Idempotency-Key is "
                                "fine)") from exc
     # A new job has exactly the one transition just written: shown without reading it back.
-    return read_job(session=session, job=job, transitions=[submitted]), True
+    return read_job(session=session, job=job, transitions=[submitted], spec=body), True
 
 
 def cancel_job(*, session: Session, job: Job) -> Job:
@@ -323,11 +324,13 @@ def list_jobs(*, session: Session, tenant_id: str, limit: int, cursor: str | Non
 
 
 def read_job(*, session: Session, job: Job,
-             transitions: Sequence[JobTransition] | None = None) -> JobRead:
-    """The job with every transition (`transitions` when the caller has them, else read)."""
+             transitions: Sequence[JobTransition] | None = None,
+             spec: JobSpec | None = None) -> JobRead:
+    """The job with every transition (`transitions` when the caller has them, else read;
+    `spec`: the job's validated spec when the caller has it, else parsed from the row)."""
     if transitions is None:
         transitions = jobs_repo.list_transitions(session=session, job_id=job.id)
-    spec = contract.load_job_spec(job.spec)
+    spec = spec or contract.load_job_spec(job.spec)
     return JobRead(
         **_summary_fields(job, utcnow(), ((job.spec or {}).get("config") or {}).get(
             "selection_metric")),

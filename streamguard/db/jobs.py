@@ -40,6 +40,7 @@ from streamguard.db.models import (
     JobTransition,
     Tenant,
     UtcDateTime,
+    new_id,
     utcnow,
 )
 from streamguard.db.session import dialect_name
@@ -168,12 +169,11 @@ def submit_job(*, session: Session, tenant_id: str, spec: dict[str, Any], total_
     fewer), reuse raises sqlalchemy's IntegrityError and the transaction must be rolled back;
     the API's submit does that, then replays the job that won.
     """
-    job = Job(tenant_id=tenant_id, spec=spec, total_epochs=total_epochs, name=name,
-              idempotency_key=idempotency_key, request_hash=request_hash,
+    job = Job(id=new_id(), tenant_id=tenant_id, spec=spec, total_epochs=total_epochs,
+              name=name, idempotency_key=idempotency_key, request_hash=request_hash,
               status=JobStatus.QUEUED.value, warnings=list(warnings or []))
     if idempotency_key is None or not savepoint:  # nothing a savepoint would need to undo
-        session.add(job)
-        session.flush()
+        session.add(job)  # inserted by the flush of its transition and event below (one flush)
     else:
         try:
             with session.begin_nested():  # a savepoint: a duplicate does not doom the transaction
