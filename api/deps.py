@@ -9,9 +9,9 @@ Every synchronous dependency costs a trip through the worker-thread pool (and a 
 holds a thread while it waits), so the ones that do no blocking I/O are `async def`: settings,
 store, enqueue, and the caller's tenant (a verified key is remembered for a few seconds,
 `api.keycache`; only a key not seen lately is looked up, in one worker-thread hop with a
-session of its own; the rate-limit round trip to Redis is awaited). The busiest handlers do
-their database work in ONE worker-thread hop with a session opened and closed inside it
-(`run_in_session`).
+session of its own; the rate limit is metered on the event loop, or in one hop to Redis).
+The busiest handlers do their database work in ONE worker-thread hop with a session opened
+and closed inside it (`run_in_session`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import Unauthorized
 from api.keycache import KeyCache, Principal
 from api.queue import Enqueue, build_celery, celery_enqueue
-from api.ratelimit import check_rate, check_rate_async
+from api.ratelimit import check_rate, meter
 from streamguard.contract import ID_PATTERN
 from streamguard.db import tenants
 from streamguard.db.jobs import get_job_or_raise
@@ -150,7 +150,7 @@ async def get_current_tenant(
     principal = key_cache(request).get(digest)
     if principal is None:
         principal = await run_in_threadpool(_lookup_key, request, key, digest)
-    await check_rate_async(request, settings, digest)
+    await meter(request, settings, digest)
     return principal
 
 

@@ -43,8 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The default thread limiter of this event loop: every sync handler and dependency.
     anyio.to_thread.current_default_thread_limiter().total_tokens = api_threads(settings)
     app.state.key_cache = KeyCache(settings.api.key_cache_ttl_s, settings.api.key_cache_size)
-    app.state.rate_limiter = limiter = build_rate_limiter(settings)  # its asyncio Redis
-    # connections belong to this loop: one limiter per lifespan
+    app.state.rate_limiter = build_rate_limiter(settings)
     app.state.store = store_from_uri(settings.storage.uri,
                                      endpoint_url=settings.storage.s3_endpoint_url)
     app.state.celery = None
@@ -57,7 +56,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await hub.stop()
-        await limiter.aclose()
         engine.dispose()
 
 

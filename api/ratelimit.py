@@ -10,10 +10,11 @@ process. Redis failing must not take the API down: the request is allowed, a war
 once per outage, and for `REDIS_RETRY_S` the process-local buckets stand in instead of paying
 the socket timeout on every request.
 
-The limiter is built from settings by the app's lifespan (`build_rate_limiter`, one per event
-loop: its asyncio Redis connections belong to that loop) and kept on `app.state.rate_limiter`;
-requests call `check_rate_async` from the event loop (no worker thread: the Redis round trip is
-awaited), the stream opening path calls the blocking `check_rate` from its worker thread.
+The limiter is built from settings on first use and kept on `app.state.rate_limiter`. Requests
+are metered by `meter` from the event loop: the process-local buckets right there (a dict update
+under a lock), the Redis one in a worker thread (a blocking client: its 0.25 s socket timeout is
+the kernel's, so a busy event loop cannot make a healthy Redis look down, which an asyncio
+timeout would).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from typing import Any, Protocol
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from streamguard.errors import TooManyRequests
 from streamguard.settings import Settings
@@ -73,14 +75,11 @@ return {allowed, wait_ms}
 
 
 class RateLimiter(Protocol):
+    #: Whether `check` waits for the network (then it runs in a worker thread).
+    blocking: bool
+
     def check(self, bucket_id: str) -> None:
-        """Take one token from the bucket, or raise TooManyRequests (blocking)."""
-
-    async def check_async(self, bucket_id: str) -> None:
-        """The same from the event loop (never blocks it)."""
-
-    async def aclose(self) -> None:
-        """Release connections (app shutdown)."""
+        """Take one token from the bucket, or raise TooManyRequests."""
 
 
 def _refuse(per_minute: int, wait_s: float) -> TooManyRequests:
@@ -92,18 +91,16 @@ def _refuse(per_minute: int, wait_s: float) -> TooManyRequests:
 class NoRateLimit:
     """`rate_limit_per_minute = 0`: every request passes."""
 
+    blocking = False
+
     def check(self, bucket_id: str) -> None:  # noqa: ARG002 - the protocol's signature
-        return None
-
-    async def check_async(self, bucket_id: str) -> None:  # noqa: ARG002 - the protocol's
-        return None
-
-    async def aclose(self) -> None:
         return None
 
 
 class LocalRateLimiter:
     """Token buckets in this process (one API process, or no Redis configured)."""
+
+    blocking = False
 
     def __init__(self, per_minute: int, *, clock: Any = time.monotonic) -> None:
         self.per_minute = per_minute
@@ -124,12 +121,6 @@ class LocalRateLimiter:
             if len(self._buckets) > MAX_LOCAL_BUCKETS:
                 self._drop_full(now)
 
-    async def check_async(self, bucket_id: str) -> None:
-        self.check(bucket_id)  # a dict update under a lock held for microseconds
-
-    async def aclose(self) -> None:
-        return None
-
     def _drop_full(self, now: float) -> None:
         """Forget buckets idle for a minute: they are full, the same as a new one."""
         idle = [k for k, (_t, at) in self._buckets.items() if now - at >= 60.0]
@@ -138,58 +129,21 @@ class LocalRateLimiter:
 
 
 class RedisRateLimiter:
-    """Token buckets in Redis, shared by every API process; fails open when Redis does.
+    """Token buckets in Redis, shared by every API process; fails open when Redis does."""
 
-    Two clients on the same URL, each made on first use: a blocking one for `check` (worker
-    threads) and an asyncio one for `check_async` (the event loop the app runs on).
-    """
+    blocking = True
 
     def __init__(self, per_minute: int, url: str, *, client: Any = None) -> None:
+        import redis
+
         self.per_minute = per_minute
-        self.url = url
-        self._client = client
-        self._script: Any = None
-        self._async_client: Any = None
-        self._async_script: Any = None
+        self.client = client or redis.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+            health_check_interval=30)
+        self.script = self.client.register_script(_TOKEN_BUCKET_LUA)
         self.fallback = LocalRateLimiter(per_minute)
         self._down_until = 0.0
         self._warned = False
-        self._client_lock = threading.Lock()
-
-    def _sync_script(self) -> Any:
-        with self._client_lock:
-            if self._script is None:
-                import redis
-
-                self._client = self._client or redis.Redis.from_url(
-                    self.url, socket_timeout=REDIS_TIMEOUT_S,
-                    socket_connect_timeout=REDIS_TIMEOUT_S, health_check_interval=30)
-                self._script = self._client.register_script(_TOKEN_BUCKET_LUA)
-            return self._script
-
-    def _loop_script(self) -> Any:
-        if self._async_script is None:
-            import redis.asyncio
-
-            self._async_client = redis.asyncio.Redis.from_url(
-                self.url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
-                health_check_interval=30)
-            self._async_script = self._async_client.register_script(_TOKEN_BUCKET_LUA)
-        return self._async_script
-
-    def _failed(self, exc: BaseException) -> None:
-        self._down_until = time.monotonic() + REDIS_RETRY_S
-        if not self._warned:
-            self._warned = True
-            log.warning("rate limit: Redis failed (%s); requests are allowed and limited "
-                        "per process until it answers again", type(exc).__name__)
-
-    def _answered(self, allowed: Any, wait_ms: Any) -> None:
-        if self._warned:
-            self._warned = False
-            log.info("rate limit: Redis answers again; limits are shared again")
-        if not int(allowed):
-            raise _refuse(self.per_minute, int(wait_ms) / 1000.0)
 
     def check(self, bucket_id: str) -> None:
         import redis
@@ -198,34 +152,20 @@ class RedisRateLimiter:
             self.fallback.check(bucket_id)
             return
         try:
-            allowed, wait_ms = self._sync_script()(keys=[REDIS_KEY_PREFIX + bucket_id],
-                                                   args=[self.per_minute])
+            allowed, wait_ms = self.script(keys=[REDIS_KEY_PREFIX + bucket_id],
+                                           args=[self.per_minute])
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+            self._down_until = time.monotonic() + REDIS_RETRY_S
+            if not self._warned:
+                self._warned = True
+                log.warning("rate limit: Redis failed (%s); requests are allowed and limited "
+                            "per process until it answers again", type(exc).__name__)
             return
-        self._answered(allowed, wait_ms)
-
-    async def check_async(self, bucket_id: str) -> None:
-        import redis
-
-        if time.monotonic() < self._down_until:
-            self.fallback.check(bucket_id)
-            return
-        try:
-            allowed, wait_ms = await self._loop_script()(keys=[REDIS_KEY_PREFIX + bucket_id],
-                                                         args=[self.per_minute])
-        except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
-            return
-        self._answered(allowed, wait_ms)
-
-    async def aclose(self) -> None:
-        client, self._async_client, self._async_script = self._async_client, None, None
-        if client is not None:
-            await client.aclose()
-        with self._client_lock:
-            if self._client is not None:
-                self._client.close()
+        if self._warned:
+            self._warned = False
+            log.info("rate limit: Redis answers again; limits are shared again")
+        if not int(allowed):
+            raise _refuse(self.per_minute, int(wait_ms) / 1000.0)
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter:
@@ -239,8 +179,7 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
 
 
 def get_rate_limiter(request: Request, settings: Settings) -> RateLimiter:
-    """The app's limiter (`app.state.rate_limiter`, built by the lifespan; built here on first
-    use for an app whose lifespan did not run)."""
+    """The app's limiter, built on first use (`app.state.rate_limiter`)."""
     state = request.app.state
     limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
     if limiter is None:
@@ -252,8 +191,7 @@ def get_rate_limiter(request: Request, settings: Settings) -> RateLimiter:
 
 
 def check_rate(request: Request, settings: Settings, key_hash: str) -> None:
-    """Take one request from the bucket of the key whose SHA-256 hex is `key_hash` (blocking:
-    call it from a worker thread).
+    """Take one request from the bucket of the key whose SHA-256 hex is `key_hash`.
 
     Raises:
         TooManyRequests: the key is over `api.rate_limit_per_minute` (`retry_after_s` set).
@@ -261,10 +199,15 @@ def check_rate(request: Request, settings: Settings, key_hash: str) -> None:
     get_rate_limiter(request, settings).check(key_hash[:BUCKET_ID_LEN])
 
 
-async def check_rate_async(request: Request, settings: Settings, key_hash: str) -> None:
-    """`check_rate` from the event loop: the Redis round trip is awaited, no thread is taken.
+async def meter(request: Request, settings: Settings, key_hash: str) -> None:
+    """`check_rate` from the event loop: inline for the process-local buckets, in a worker
+    thread for Redis.
 
     Raises:
         TooManyRequests: the key is over `api.rate_limit_per_minute` (`retry_after_s` set).
     """
-    await get_rate_limiter(request, settings).check_async(key_hash[:BUCKET_ID_LEN])
+    limiter = get_rate_limiter(request, settings)
+    if limiter.blocking:
+        await run_in_threadpool(limiter.check, key_hash[:BUCKET_ID_LEN])
+    else:
+        limiter.check(key_hash[:BUCKET_ID_LEN])

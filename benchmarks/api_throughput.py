@@ -109,7 +109,8 @@ def drop_database(url: str) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_api(tmp: Path, db_url: str, queue: str, env_extra: dict[str, str]) -> tuple[Proc, str]:
+def start_api(tmp: Path, db_url: str, queue: str, env_extra: dict[str, str],
+              log: Path) -> tuple[Proc, str]:
     env = base_env()
     env.update({
         "SG_ENV": "dev",
@@ -125,7 +126,7 @@ def start_api(tmp: Path, db_url: str, queue: str, env_extra: dict[str, str]) -> 
     })
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    api = Proc("api", api_cmd(port), env, tmp / "logs" / "api.log")
+    api = Proc("api", api_cmd(port), env, log)
     wait_ready(base_url, [api])
     return api, base_url
 
@@ -332,6 +333,7 @@ def main() -> None:
     p.add_argument("--page-size", type=int, default=0, help="0: the API's default page size")
     p.add_argument("--phases", nargs="+", choices=list(LABELS), default=list(LABELS),
                    help="run only these (a profiling aid; the ratios need healthz)")
+    p.add_argument("--api-log", help="keep the API process's log in this file")
     p.add_argument("--api-env", action="append", default=[], metavar="SG_X=V",
                    help="extra environment for the API process (e.g. pool sizes)")
     args = p.parse_args()
@@ -345,7 +347,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="sg-bench-api-") as tmp_name:
             tmp = Path(tmp_name)
             keys = [create_key(db_url, f"bench-{i}") for i in range(args.tenants)]
-            api, base_url = start_api(tmp, db_url, queue, env_extra)
+            log = Path(args.api_log) if args.api_log else tmp / "logs" / "api.log"
+            api, base_url = start_api(tmp, db_url, queue, env_extra, log)
             refs = [upload_datasets(base_url, key, tmp) for key in keys]
             stack = Stack(base_url, api, keys, refs, queue)
             store_jobs(db_url, stack, args.jobs_per_tenant)
