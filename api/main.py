@@ -5,7 +5,8 @@
 Everything is under /v1 (plus /healthz and /readyz). The engine, session factories, artifact
 store, rate limiter and key cache are built once per app in the lifespan from Settings, and the
 worker-thread pool is sized there (`api.threads`, default the database pool's size plus its
-overflow: a thread never waits for a connection); the Celery producer on first use.
+overflow: requests queue for a thread, holding nothing, rather than for a pooled connection
+while holding a thread); the Celery producer on first use.
 """
 
 from __future__ import annotations

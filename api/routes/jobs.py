@@ -44,12 +44,12 @@ async def submit_job(
     )] = None,
 ) -> JobRead:
     """Validate everything, store the job as queued, then queue it for a GPU worker."""
-    job, created = await run_in_session(
+    job, created = await run_in_session(  # the database work: one worker-thread hop
         request, service.submit_job, store=store, settings=settings, tenant_id=tenant.id,
         body=body, enqueue=enqueue, idempotency_key=idempotency_key)
     if not created:
         response.status_code = 200
-    return job
+    return job  # a JobRead, built in that hop
 
 
 @router.get("", response_model=JobPage, operation_id="listJobs")
