@@ -1,32 +1,44 @@
 """Cross-cutting dependencies as `Annotated` aliases, written once.
 
 `SettingsDep`, `SessionDep`, `StoreDep`, `EnqueueDep`, `CurrentTenant` and `JobDep` (the job of
-the path, owned by the caller, else 404). The engine, session factory and store are built once
-per app in the lifespan (`api.main`) and kept on `app.state`; tests override these functions
-through `app.dependency_overrides`.
+the path, owned by the caller, else 404). The engine, session factories, store, rate limiter and
+key cache are built once per app in the lifespan (`api.main`) and kept on `app.state`; tests
+override these functions through `app.dependency_overrides`.
+
+Every synchronous dependency costs a trip through the worker-thread pool (and a blocking one
+holds a thread while it waits), so the ones that do no blocking I/O are `async def`: settings,
+store, enqueue, and the caller's tenant (a verified key is remembered for a few seconds,
+`api.keycache`; only a key not seen lately is looked up, in one worker-thread hop with a
+session of its own; the rate limit is metered on the event loop, or in one hop to Redis).
+The busiest handlers do their database work in ONE worker-thread hop with a session opened
+and closed inside it (`run_in_session`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import Unauthorized
+from api.keycache import KeyCache, Principal
 from api.queue import Enqueue, build_celery, celery_enqueue
-from api.ratelimit import check_rate
+from api.ratelimit import check_rate, meter
 from streamguard.contract import ID_PATTERN
 from streamguard.db import tenants
 from streamguard.db.jobs import get_job_or_raise
-from streamguard.db.models import Job, Tenant
+from streamguard.db.models import Job
 from streamguard.settings import Settings
 from streamguard.storage import ArtifactStore
 
+T = TypeVar("T")
 
-def get_app_settings(request: Request) -> Settings:
+
+async def get_app_settings(request: Request) -> Settings:
     """The app's Settings (`create_app(settings)`), read once at startup: no per-request work,
     and no dependency override (overrides make FastAPI re-solve every dependency per request)."""
     settings: Settings = request.app.state.settings
@@ -48,7 +60,27 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_store(request: Request) -> ArtifactStore:
+async def run_in_session(request: Request, fn: Callable[..., T], /, *, read_only: bool = False,
+                         **kwargs: Any) -> T:
+    """`fn(session=..., **kwargs)` in ONE worker-thread hop, with a session opened and closed
+    inside it (so it never waits for a thread while holding a pooled connection).
+
+    `read_only`: a session whose statements run in autocommit on PostgreSQL (no BEGIN and
+    ROLLBACK round trips); each statement still reads one consistent snapshot, as under READ
+    COMMITTED, so use it for handlers that only read.
+    """
+    state = request.app.state
+    factory: sessionmaker[Session] = (state.read_session_factory if read_only
+                                      else state.session_factory)
+
+    def call() -> T:
+        with factory() as session:
+            return fn(session=session, **kwargs)
+
+    return await run_in_threadpool(call)
+
+
+async def get_store(request: Request) -> ArtifactStore:
     """The artifact store built from `settings.storage` at startup."""
     store: ArtifactStore = request.app.state.store
     return store
@@ -57,11 +89,11 @@ def get_store(request: Request) -> ArtifactStore:
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 
 
-def get_enqueue(request: Request, settings: SettingsDep) -> Enqueue:
+async def get_enqueue(request: Request, settings: SettingsDep) -> Enqueue:
     """Send jobs through a Celery producer built on first use (tests override this)."""
     state = request.app.state
     if getattr(state, "celery", None) is None:
-        state.celery = build_celery(settings)
+        state.celery = build_celery(settings)  # configuration only: no connection yet
     return celery_enqueue(state.celery, settings.worker.queue)
 
 
@@ -70,26 +102,69 @@ EnqueueDep = Annotated[Enqueue, Depends(get_enqueue)]
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sg_...`")
 
 
-def get_current_tenant(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Tenant:
-    """The tenant owning the bearer key; 401 (with WWW-Authenticate) otherwise; 429 when the
-    key is over its request rate (api.ratelimit)."""
+def _key_of(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing API key: send `Authorization: Bearer <key>` with the "
                            "key issued to your tenant")
-    tenant = tenants.authenticate(session=session, key=credentials.credentials)
-    if tenant is None:
-        raise Unauthorized("unknown or revoked API key: send a current key as "
-                           "`Authorization: Bearer <key>`")
-    check_rate(request, settings, tenants.hash_key(credentials.credentials))
-    return tenant
+    return credentials.credentials
 
 
-CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]
+def _refused() -> Unauthorized:
+    return Unauthorized("unknown or revoked API key: send a current key as "
+                        "`Authorization: Bearer <key>`")
+
+
+def key_cache(request: Request) -> KeyCache:
+    """The app's cache of verified keys (`api.keycache`), built by the lifespan."""
+    cache: KeyCache = request.app.state.key_cache
+    return cache
+
+
+def verify_key(session: Session, cache: KeyCache, key: str, digest: str) -> Principal:
+    """The principal of `key` (remembered, else looked up with `session` and remembered);
+    raises Unauthorized for an unknown or revoked key (never remembered)."""
+    principal = cache.get(digest)
+    if principal is None:
+        tenant_id = tenants.authenticate_tenant_id(session=session, key=key, digest=digest)
+        if tenant_id is None:
+            raise _refused()
+        principal = Principal(id=tenant_id, key_hash=digest)
+        cache.put(principal)
+    return principal
+
+
+def _lookup_key(request: Request, key: str, digest: str) -> Principal:
+    with request.app.state.read_session_factory() as session:
+        return verify_key(session, key_cache(request), key, digest)
+
+
+async def get_current_tenant(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The tenant owning the bearer key; 401 (with WWW-Authenticate) otherwise; 429 when the
+    key is over its request rate (api.ratelimit)."""
+    key = _key_of(credentials)
+    digest = tenants.hash_key(key)
+    principal = key_cache(request).get(digest)
+    if principal is None:
+        principal = await run_in_threadpool(_lookup_key, request, key, digest)
+    await meter(request, settings, digest)
+    return principal
+
+
+def get_current_tenant_blocking(request: Request, session: Session, settings: Settings,
+                                credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """`get_current_tenant` for code already in a worker thread, with its session."""
+    key = _key_of(credentials)
+    digest = tenants.hash_key(key)
+    principal = verify_key(session, key_cache(request), key, digest)
+    check_rate(request, settings, digest)
+    return principal
+
+
+CurrentTenant = Annotated[Principal, Depends(get_current_tenant)]
 
 
 JobId = Annotated[str, Path(min_length=32, max_length=32, pattern=ID_PATTERN,

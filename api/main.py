@@ -2,8 +2,11 @@
 
     uvicorn api.main:app --host 0.0.0.0 --port 8000
 
-Everything is under /v1 (plus /healthz and /readyz). The engine, session factory and artifact
-store are built once per app in the lifespan from Settings; the Celery producer on first use.
+Everything is under /v1 (plus /healthz and /readyz). The engine, session factories, artifact
+store, rate limiter and key cache are built once per app in the lifespan from Settings, and the
+worker-thread pool is sized there (`api.threads`, default the database pool's size plus its
+overflow: requests queue for a thread, holding nothing, rather than for a pooled connection
+while holding a thread); the Celery producer on first use.
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from api.dependency_errors import register_dependency_handlers
 from api.errors import register_handlers
+from api.keycache import KeyCache
 from api.middleware import install_edge
 from api.openapi import install as install_openapi
+from api.ratelimit import build_rate_limiter
 from api.routes import checkpoints, datasets, events, health, jobs, predict, report, ui
 from api.streams import EventHub
-from streamguard.db.session import make_engine, make_session_factory
+from streamguard.db.session import make_engine, make_read_session_factory, make_session_factory
 from streamguard.settings import Settings, get_settings
 from streamguard.storage import store_from_uri
 from streamguard.version import package_version
@@ -34,6 +40,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(settings.db)  # pool, timeouts and busy timeout from settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    app.state.read_session_factory = make_read_session_factory(engine)
+    # The default thread limiter of this event loop: every sync handler and dependency.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = api_threads(settings)
+    app.state.key_cache = KeyCache(settings.api.key_cache_ttl_s, settings.api.key_cache_size)
+    app.state.rate_limiter = build_rate_limiter(settings)
     app.state.store = store_from_uri(settings.storage.uri,
                                      endpoint_url=settings.storage.s3_endpoint_url)
     app.state.celery = None
@@ -47,6 +58,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await hub.stop()
         engine.dispose()
+
+
+def api_threads(settings: Settings) -> int:
+    """Worker threads of the API: `api.threads`, else one per pooled database connection."""
+    return settings.api.threads or settings.db.pool_size + settings.db.max_overflow
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

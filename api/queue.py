@@ -25,7 +25,8 @@ from streamguard.settings import Settings
 #: Sends one job id to the workers; raises when the broker refuses it.
 Enqueue = Callable[[str], None]
 
-#: Producer connections kept: above the API's thread pool (40), so no submit waits for one.
+#: Producer connections kept: above the API's worker threads (`api.threads`, by default the
+#: database pool's 20), so no submit waits for one.
 PRODUCER_POOL_LIMIT = 64
 
 

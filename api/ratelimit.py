@@ -10,7 +10,11 @@ process. Redis failing must not take the API down: the request is allowed, a war
 once per outage, and for `REDIS_RETRY_S` the process-local buckets stand in instead of paying
 the socket timeout on every request.
 
-The limiter is built from settings on first use and kept on `app.state.rate_limiter`.
+The limiter is built from settings on first use and kept on `app.state.rate_limiter`. Requests
+are metered by `meter` from the event loop: the process-local buckets right there (a dict update
+under a lock), the Redis one in a worker thread (a blocking client: its 0.25 s socket timeout is
+the kernel's, so a busy event loop cannot make a healthy Redis look down, which an asyncio
+timeout would).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from typing import Any, Protocol
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from streamguard.errors import TooManyRequests
 from streamguard.settings import Settings
@@ -70,6 +75,9 @@ return {allowed, wait_ms}
 
 
 class RateLimiter(Protocol):
+    #: Whether `check` waits for the network (then it runs in a worker thread).
+    blocking: bool
+
     def check(self, bucket_id: str) -> None:
         """Take one token from the bucket, or raise TooManyRequests."""
 
@@ -83,12 +91,16 @@ def _refuse(per_minute: int, wait_s: float) -> TooManyRequests:
 class NoRateLimit:
     """`rate_limit_per_minute = 0`: every request passes."""
 
+    blocking = False
+
     def check(self, bucket_id: str) -> None:  # noqa: ARG002 - the protocol's signature
         return None
 
 
 class LocalRateLimiter:
     """Token buckets in this process (one API process, or no Redis configured)."""
+
+    blocking = False
 
     def __init__(self, per_minute: int, *, clock: Any = time.monotonic) -> None:
         self.per_minute = per_minute
@@ -118,6 +130,8 @@ class LocalRateLimiter:
 
 class RedisRateLimiter:
     """Token buckets in Redis, shared by every API process; fails open when Redis does."""
+
+    blocking = True
 
     def __init__(self, per_minute: int, url: str, *, client: Any = None) -> None:
         import redis
@@ -184,3 +198,16 @@ def check_rate(request: Request, settings: Settings, key_hash: str) -> None:
     """
     get_rate_limiter(request, settings).check(key_hash[:BUCKET_ID_LEN])
 
+
+async def meter(request: Request, settings: Settings, key_hash: str) -> None:
+    """`check_rate` from the event loop: inline for the process-local buckets, in a worker
+    thread for Redis.
+
+    Raises:
+        TooManyRequests: the key is over `api.rate_limit_per_minute` (`retry_after_s` set).
+    """
+    limiter = get_rate_limiter(request, settings)
+    if limiter.blocking:
+        await run_in_threadpool(limiter.check, key_hash[:BUCKET_ID_LEN])
+    else:
+        limiter.check(key_hash[:BUCKET_ID_LEN])

@@ -142,6 +142,18 @@ class ApiSettings(BaseModel):
     rate_limit_per_minute: int = Field(default=600, ge=0)
     #: Browser origins allowed by CORS; empty (the default) sends no CORS headers at all.
     cors_origins: list[str] = Field(default_factory=list)
+    #: Worker threads of the API process (sync handlers, database work). None: the database
+    #: pool's `pool_size + max_overflow`, so a thread never waits for a connection (a request
+    #: waiting for a thread holds nothing). More threads than connections only queue on the pool;
+    #: on a small machine fewer serve short requests better (handlers mostly hold the GIL), but
+    #: uploads and predictions hold a thread for seconds, so the default leaves room for them.
+    threads: int | None = Field(default=None, gt=0)
+    #: Seconds a verified API key is remembered per API process (its tenant, by the key's
+    #: SHA-256), so most requests skip the key lookup; a revoked key can still be accepted for
+    #: this long by a process that verified it shortly before. 0 verifies every request.
+    key_cache_ttl_s: float = Field(default=10.0, ge=0)
+    #: Verified keys remembered at most (the oldest are forgotten first).
+    key_cache_size: int = Field(default=10_000, gt=0)
     #: Hub models a job may name (`owner/name`); None allows any well-formed hub name.
     allowed_hub_models: list[str] | None = None
     #: Train/val row overlap (identical functions) above this fraction is a warning on the job.

@@ -22,7 +22,7 @@ from api.deps import (
     JobId,
     SessionDep,
     _bearer,
-    get_current_tenant,
+    get_current_tenant_blocking,
     get_job_for_tenant,
 )
 from api.routes import AUTHED, error_responses
@@ -124,7 +124,7 @@ def _authorized_job(request: Request, job_id: str,
                     credentials: HTTPAuthorizationCredentials | None) -> Job:
     settings: Settings = request.app.state.settings
     with request.app.state.session_factory() as session:
-        tenant = get_current_tenant(request, session, settings, credentials)
+        tenant = get_current_tenant_blocking(request, session, settings, credentials)
         return get_job_for_tenant(job_id, session, tenant)
 
 

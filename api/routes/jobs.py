@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
-from api.deps import CurrentTenant, EnqueueDep, JobDep, SessionDep, SettingsDep, StoreDep
+from api.deps import (
+    CurrentTenant,
+    EnqueueDep,
+    JobDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    run_in_session,
+)
 from api.routes import AUTHED, error_responses
 from api.schemas import EpochMetricPage, JobCreate, JobPage, JobRead, StepMetricPage
 from api.services import jobs as service
@@ -27,8 +35,8 @@ Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous 
              responses={200: {"model": JobRead, "description": "Idempotent replay: the job "
                               "first created with this Idempotency-Key and body"},
                         **error_responses(409, 413, 503)})
-def submit_job(
-    body: JobCreate, response: Response, tenant: CurrentTenant, session: SessionDep,
+async def submit_job(
+    request: Request, body: JobCreate, response: Response, tenant: CurrentTenant,
     settings: SettingsDep, store: StoreDep, enqueue: EnqueueDep,
     idempotency_key: Annotated[str | None, Header(
         min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
@@ -36,20 +44,20 @@ def submit_job(
     )] = None,
 ) -> JobRead:
     """Validate everything, store the job as queued, then queue it for a GPU worker."""
-    job, created = service.submit_job(session=session, store=store, settings=settings,
-                                      tenant_id=tenant.id, body=body, enqueue=enqueue,
-                                      idempotency_key=idempotency_key)
+    job, created = await run_in_session(  # the database work: one worker-thread hop
+        request, service.submit_job, store=store, settings=settings, tenant_id=tenant.id,
+        body=body, enqueue=enqueue, idempotency_key=idempotency_key)
     if not created:
         response.status_code = 200
-    return service.read_job(session=session, job=job)
+    return job  # a JobRead, built in that hop
 
 
 @router.get("", response_model=JobPage, operation_id="listJobs")
-def list_jobs(tenant: CurrentTenant, session: SessionDep, limit: Limit = 50,
-              cursor: Cursor = None, status: JobStatus | None = None) -> JobPage:
+async def list_jobs(request: Request, tenant: CurrentTenant, limit: Limit = 50,
+                    cursor: Cursor = None, status: JobStatus | None = None) -> JobPage:
     """Your jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    return service.list_jobs(session=session, tenant_id=tenant.id, limit=limit, cursor=cursor,
-                             status=status)
+    return await run_in_session(request, service.list_jobs, read_only=True, tenant_id=tenant.id,
+                                limit=limit, cursor=cursor, status=status)
 
 
 @router.get("/{job_id}", response_model=JobRead, operation_id="getJob",

@@ -8,9 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import IdempotencyConflict, InvalidRequest, QueueUnavailable
@@ -38,22 +42,25 @@ from streamguard.contract import (
     InvalidDatasetUri,
     JobConfig,
     JobDatasets,
+    JobSpec,
     JobStatus,
 )
 from streamguard.db import jobs as jobs_repo
 from streamguard.db import metrics as metrics_repo
-from streamguard.db.datasets import get_dataset
-from streamguard.db.jobs import DuplicateIdempotencyKey
-from streamguard.db.models import Dataset, Job, utcnow
+from streamguard.db.datasets import get_datasets
+from streamguard.db.jobs import DuplicateIdempotencyKey, JobSummaryRow
+from streamguard.db.models import Dataset, Job, JobTransition, utcnow
 from streamguard.settings import Settings
 from streamguard.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
 
-def request_hash(body: JobCreate) -> str:
-    """sha256 of the body's canonical JSON (sorted keys, no whitespace): same body, same hash."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def request_hash(body: JobCreate, spec: dict[str, Any] | None = None) -> str:
+    """sha256 of the body's canonical JSON (sorted keys, no whitespace): same body, same hash.
+    `spec` is `body.model_dump(mode="json")` when the caller has it already."""
+    document = spec if spec is not None else body.model_dump(mode="json")
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -83,11 +90,12 @@ def _check_model(*, session: Session, settings: Settings, tenant_id: str,
             "with GET /v1/jobs?status=completed", field="config.model")
 
 
-def _resolve_dataset(*, session: Session, store: ArtifactStore, tenant_id: str,
-                     ref: DatasetRef, field: str) -> Dataset | str:
-    """The tenant's uploaded dataset row, or the store key named by a uri."""
+def _resolve_dataset(*, store: ArtifactStore, tenant_id: str, ref: DatasetRef, field: str,
+                     datasets: dict[str, Dataset]) -> Dataset | str:
+    """The tenant's uploaded dataset row (from `datasets`, read in one query for every split),
+    or the store key named by a uri."""
     if isinstance(ref, DatasetIdRef):
-        dataset = get_dataset(session=session, tenant_id=tenant_id, dataset_id=ref.dataset_id)
+        dataset = datasets.get(ref.dataset_id)
         if dataset is None:
             raise InvalidRequest(f"dataset {ref.dataset_id!r} not found among your datasets; "
                                  "upload one with POST /v1/datasets and pass its id",
@@ -117,22 +125,63 @@ def _check_split(split: str, dataset: Dataset, field: str) -> None:
             "collapse guard and F1 are meaningless otherwise", field=field)
 
 
-def _overlap_warning(store: ArtifactStore, tenant_id: str, train: Dataset, val: Dataset,
-                     threshold: float) -> str | None:
-    """A warning when more than `threshold` of val's functions also occur in train."""
+class _OverlapCache:
+    """(train id, val id) -> shared and distinct validation functions, computed once.
+
+    An uploaded dataset never changes (its id names one stored file and its hashes), so the
+    overlap of two datasets is a constant: reading and comparing their hash files (two store
+    reads, two sets of up to tens of thousands of items) on every submission would be work
+    done again for nothing. Bounded; the oldest pairs are forgotten first.
+    """
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, pair: tuple[str, str]) -> tuple[int, int] | None:
+        return self._entries.get(pair)
+
+    def put(self, pair: tuple[str, str], value: tuple[int, int]) -> None:
+        with self._lock:
+            self._entries[pair] = value
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
+_overlaps = _OverlapCache()
+
+
+def _overlap_counts(store: ArtifactStore, tenant_id: str, train: Dataset,
+                    val: Dataset) -> tuple[int, int] | None:
+    """(validation functions also in train, distinct validation functions), or None when the
+    hashes are not stored (or unreadable: not remembered, the next submission tries again)."""
+    pair = (train.id, val.id)
+    counts = _overlaps.get(pair)
+    if counts is not None:
+        return counts
     try:
         a = read_func_hashes(store.get_bytes(contract.dataset_hashes_key(tenant_id, train.id)))
         b = read_func_hashes(store.get_bytes(contract.dataset_hashes_key(tenant_id, val.id)))
     except Exception:  # noqa: BLE001 - no hashes stored (or unreadable): nothing to compare
         log.debug("no function hashes for %s/%s", train.id, val.id, exc_info=True)
         return None
-    if not b:
+    counts = (len(a & b), len(b))
+    _overlaps.put(pair, counts)
+    return counts
+
+
+def _overlap_warning(store: ArtifactStore, tenant_id: str, train: Dataset, val: Dataset,
+                     threshold: float) -> str | None:
+    """A warning when more than `threshold` of val's functions also occur in train."""
+    counts = _overlap_counts(store, tenant_id, train, val)
+    if counts is None or not counts[1]:
         return None
-    shared = len(a & b)
-    fraction = shared / len(b)
+    shared, distinct = counts
+    fraction = shared / distinct
     if fraction <= threshold:
         return None
-    return (f"{shared} of the {len(b)} distinct validation functions ({fraction:.1%}) also "
+    return (f"{shared} of the {distinct} distinct validation functions ({fraction:.1%}) also "
             f"occur in the training split (above {threshold:.1%}): validation scores will be "
             "optimistic; deduplicate with `streamguard data inspect`")
 
@@ -153,10 +202,13 @@ def validate_submission(*, session: Session, store: ArtifactStore, settings: Set
                              f"limit; accepted: 60 to {limit}", field="max_runtime_s")
     seen: dict[str, str] = {}  # dataset id / uri / sha256 -> the split that used it
     resolved: dict[str, Dataset] = {}
-    for split, ref in body.datasets.refs().items():
+    refs = body.datasets.refs()
+    datasets = get_datasets(session=session, tenant_id=tenant_id, dataset_ids=[
+        ref.dataset_id for ref in refs.values() if isinstance(ref, DatasetIdRef)])
+    for split, ref in refs.items():
         field = f"datasets.{split}"
-        target = _resolve_dataset(session=session, store=store, tenant_id=tenant_id, ref=ref,
-                                  field=field)
+        target = _resolve_dataset(store=store, tenant_id=tenant_id, ref=ref, field=field,
+                                  datasets=datasets)
         identities = [target] if isinstance(target, str) else [target.id, target.sha256]
         for identity in identities:
             if identity in seen:
@@ -189,8 +241,8 @@ def _replay(existing: Job, digest: str, key: str) -> Job:
 
 def submit_job(*, session: Session, store: ArtifactStore, settings: Settings, tenant_id: str,
                body: JobCreate, enqueue: Enqueue,
-               idempotency_key: str | None = None) -> tuple[Job, bool]:
-    """Validate, insert (queued), commit, then enqueue the id. Returns (job, created).
+               idempotency_key: str | None = None) -> tuple[JobRead, bool]:
+    """Validate, insert (queued), commit, then enqueue the id. Returns (the job, created).
 
     A repeated Idempotency-Key with the same body returns the first job (created=False) and
     enqueues nothing; with another body it raises IdempotencyConflict.
@@ -199,25 +251,40 @@ def submit_job(*, session: Session, store: ArtifactStore, settings: Settings, te
         QueueUnavailable: the broker refused the task; the job is removed again (nothing is
             left behind, and a retry with the same Idempotency-Key submits afresh).
     """
-    digest = request_hash(body)
-    if idempotency_key is not None:
-        existing = jobs_repo.get_job_by_idempotency_key(
-            session=session, tenant_id=tenant_id, idempotency_key=idempotency_key)
-        if existing is not None:
-            return _replay(existing, digest, idempotency_key), False
-    check_job_quota(session=session, settings=settings, tenant_id=tenant_id)
+    spec = body.model_dump(mode="json")  # the contract's JobSpec, with every default filled in
+    digest = request_hash(body, spec)
+    # One round trip: the tenant's row locked (the quota below counts under it until commit)
+    # and the job already submitted with this key, if any (a replay: no quota applies).
+    existing_id = jobs_repo.lock_tenant_row(session=session, tenant_id=tenant_id,
+                                            idempotency_key=idempotency_key)
+    if existing_id is not None:
+        existing = jobs_repo.get_job_or_raise(session=session, job_id=existing_id)
+        return read_job(session=session, job=_replay(existing, digest, idempotency_key or "")), \
+            False
+    check_job_quota(session=session, settings=settings, tenant_id=tenant_id, locked=True)
     warnings = validate_submission(session=session, store=store, settings=settings,
                                    tenant_id=tenant_id, body=body)
-    spec = body.model_dump(mode="json")  # the contract's JobSpec, with every default filled in
     try:
-        job = jobs_repo.create_job(session=session, tenant_id=tenant_id, spec=spec,
-                                   total_epochs=body.config.epochs, name=body.name,
-                                   idempotency_key=idempotency_key, request_hash=digest,
-                                   warnings=warnings)
-    except DuplicateIdempotencyKey as exc:  # a concurrent request with the same key won
+        # No savepoint: the tenant's row is locked (the quota), so the only duplicate key
+        # possible is a concurrent submission that committed before this one checked it;
+        # that race rolls back below and replays the winner.
+        job, submitted = jobs_repo.submit_job(
+            session=session, tenant_id=tenant_id, spec=spec, total_epochs=body.config.epochs,
+            name=body.name, idempotency_key=idempotency_key, request_hash=digest,
+            warnings=warnings, savepoint=False)
+    except IntegrityError:
+        session.rollback()
+        winner = None if idempotency_key is None else jobs_repo.get_job_by_idempotency_key(
+            session=session, tenant_id=tenant_id, idempotency_key=idempotency_key)
+        if winner is None:
+            raise
+        return read_job(session=session, job=_replay(winner, digest, idempotency_key or "")), \
+            False
+    except DuplicateIdempotencyKey as exc:  # (with a savepoint) a concurrent request won
         session.rollback()
         winner = jobs_repo.get_job_or_raise(session=session, job_id=exc.job_id)
-        return _replay(winner, digest, idempotency_key or ""), False
+        return read_job(session=session, job=_replay(winner, digest, idempotency_key or "")), \
+            False
     session.commit()  # commit first: the worker must find the row when the task arrives
     try:
         enqueue(job.id)
@@ -229,7 +296,8 @@ def submit_job(*, session: Session, store: ArtifactStore, settings: Settings, te
         raise QueueUnavailable("the job could not be queued (the broker is unavailable) and was "
                                "not stored; retry the request (the same Idempotency-Key is "
                                "fine)") from exc
-    return job, True
+    # A new job has exactly the one transition just written: shown without reading it back.
+    return read_job(session=session, job=job, transitions=[submitted], spec=body), True
 
 
 def cancel_job(*, session: Session, job: Job) -> Job:
@@ -246,18 +314,26 @@ def cancel_job(*, session: Session, job: Job) -> Job:
 
 def list_jobs(*, session: Session, tenant_id: str, limit: int, cursor: str | None,
               status: JobStatus | None) -> JobPage:
-    rows, next_cursor = jobs_repo.list_jobs(session=session, tenant_id=tenant_id, status=status,
-                                            limit=limit, cursor=cursor)
+    """A page of summaries: one query, of the summary's columns only."""
+    rows, next_cursor = jobs_repo.list_job_summaries(session=session, tenant_id=tenant_id,
+                                                     status=status, limit=limit, cursor=cursor)
     now = utcnow()
-    return JobPage(items=[JobSummary(**_summary_fields(job, now)) for job in rows],
+    return JobPage(items=[JobSummary(**_summary_fields(row, now, row.selection_metric))
+                          for row in rows],
                    next_cursor=next_cursor)
 
 
-def read_job(*, session: Session, job: Job) -> JobRead:
-    transitions = jobs_repo.list_transitions(session=session, job_id=job.id)
-    spec = contract.load_job_spec(job.spec)
+def read_job(*, session: Session, job: Job,
+             transitions: Sequence[JobTransition] | None = None,
+             spec: JobSpec | None = None) -> JobRead:
+    """The job with every transition (`transitions` when the caller has them, else read;
+    `spec`: the job's validated spec when the caller has it, else parsed from the row)."""
+    if transitions is None:
+        transitions = jobs_repo.list_transitions(session=session, job_id=job.id)
+    spec = spec or contract.load_job_spec(job.spec)
     return JobRead(
-        **_summary_fields(job, utcnow()),
+        **_summary_fields(job, utcnow(), ((job.spec or {}).get("config") or {}).get(
+            "selection_metric")),
         datasets=JobDatasets.model_validate(spec.datasets.model_dump()),
         config=spec.config,
         max_runtime_s=spec.max_runtime_s,
@@ -287,7 +363,11 @@ def list_metrics(*, session: Session, job: Job, offset: int, limit: int) -> Epoc
 
 # --- helpers -----------------------------------------------------------------------------------
 
-def eta_seconds(job: Job, now: datetime) -> float | None:
+#: A job: the ORM object, or the summary columns of one (same attribute names).
+JobFields = Job | JobSummaryRow
+
+
+def eta_seconds(job: JobFields, now: datetime) -> float | None:
     """Running time per optimizer step so far times the steps left (per completed epoch times
     the epochs left before any step metrics); None unless a worker is running the job right now
     (status running, lease live) and a step or an epoch has been recorded.
@@ -309,7 +389,7 @@ def eta_seconds(job: Job, now: datetime) -> float | None:
     return round(max(0.0, left), 1)
 
 
-def progress(job: Job) -> Progress:
+def progress(job: JobFields) -> Progress:
     epochs = max(job.total_epochs, 1)
     epoch = min(job.current_epoch, epochs)
     total = job.total_steps or None
@@ -324,8 +404,8 @@ def progress(job: Job) -> Progress:
                     percent=round(100.0 * fraction, 1))
 
 
-def _summary_fields(job: Job, now: datetime) -> dict[str, Any]:
-    config = (job.spec or {}).get("config") or {}
+def _summary_fields(job: JobFields, now: datetime,
+                    selection_metric: str | None) -> dict[str, Any]:
     test = TestMetrics.from_record(job.test_metrics) if job.test_metrics else None
     return {
         "id": job.id, "name": job.name, "status": JobStatus(job.status),
@@ -333,7 +413,7 @@ def _summary_fields(job: Job, now: datetime) -> dict[str, Any]:
         "progress": progress(job),
         "eta_s": eta_seconds(job, now), "best_epoch": job.best_epoch,
         "best_metric": job.best_metric,
-        "selection_metric": config.get("selection_metric", "f1"), "test_metrics": test,
+        "selection_metric": selection_metric or "f1", "test_metrics": test,
         "warnings": list(job.warnings or []), "attempts": job.attempts,
         "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "heartbeat_at": job.heartbeat_at,

@@ -1,8 +1,9 @@
 """Per-tenant job quotas: how many jobs one tenant may have running and queued at once.
 
 `check_job_quota` runs at the top of a submission (after an idempotent replay, which creates
-nothing). It counts in the database and locks the tenant's row for the rest of the submission's
-transaction, so two concurrent submissions of one tenant cannot both take the last slot; other
+nothing). It counts in the database with the tenant's row locked for the rest of the
+submission's transaction (the submission locks it, and looks its Idempotency-Key up, in one
+statement first), so two concurrent submissions of one tenant cannot both take the last slot; other
 tenants are neither counted nor blocked.
 """
 
@@ -20,8 +21,10 @@ from streamguard.settings import Settings
 QUOTA_RETRY_AFTER_S = 60
 
 
-def check_job_quota(*, session: Session, settings: Settings, tenant_id: str) -> None:
-    """Refuse a new job while the tenant is at its running or queued limit.
+def check_job_quota(*, session: Session, settings: Settings, tenant_id: str,
+                    locked: bool = False) -> None:
+    """Refuse a new job while the tenant is at its running or queued limit. `locked`: the
+    caller holds the tenant's row already (`jobs.lock_tenant_row`), else it is locked here.
 
     Raises:
         TooManyRequests: the tenant already has `api.max_running_jobs_per_tenant` running jobs
@@ -29,7 +32,7 @@ def check_job_quota(*, session: Session, settings: Settings, tenant_id: str) -> 
     """
     counts = count_jobs_by_status(session=session, tenant_id=tenant_id,
                                   statuses=(JobStatus.QUEUED, JobStatus.RUNNING),
-                                  lock_tenant=True)
+                                  lock_tenant=not locked)
     queued = counts.get(JobStatus.QUEUED.value, 0)
     running = counts.get(JobStatus.RUNNING.value, 0)
     max_queued = settings.api.max_queued_jobs_per_tenant

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +32,17 @@ def create_dataset(*, session: Session, tenant_id: str, name: str, storage_key: 
 def get_dataset(*, session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
     return session.scalars(sa.select(Dataset).where(
         Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)).one_or_none()
+
+
+def get_datasets(*, session: Session, tenant_id: str,
+                 dataset_ids: Collection[str]) -> dict[str, Dataset]:
+    """The tenant's datasets among `dataset_ids`, by id, in one query (missing or foreign ids
+    are absent)."""
+    if not dataset_ids:
+        return {}
+    rows = session.scalars(sa.select(Dataset).where(
+        Dataset.id.in_(sorted(set(dataset_ids))), Dataset.tenant_id == tenant_id))
+    return {row.id: row for row in rows}
 
 
 def get_dataset_or_raise(*, session: Session, tenant_id: str, dataset_id: str) -> Dataset:

@@ -25,11 +25,12 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
 from streamguard.db.models import (
     TERMINAL_STATUSES,
@@ -40,6 +41,7 @@ from streamguard.db.models import (
     JobTransition,
     Tenant,
     UtcDateTime,
+    new_id,
     utcnow,
 )
 from streamguard.db.session import dialect_name
@@ -129,13 +131,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 # --- submission and reads --------------------------------------------------------------------
 
 def _record(session: Session, *, job_id: str, from_status: str | None, to_status: str,
-            reason: str, **extra: Any) -> None:
-    session.add(JobTransition(job_id=job_id, from_status=from_status, to_status=to_status,
-                              reason=reason))
+            reason: str, **extra: Any) -> JobTransition:
+    transition = JobTransition(job_id=job_id, from_status=from_status, to_status=to_status,
+                               reason=reason)
+    session.add(transition)
     session.add(JobEvent(job_id=job_id, kind=EventKind.STATUS.value,
                          payload={"status": to_status, "from": from_status, "reason": reason,
                                   **extra}))
     session.flush()
+    return transition
 
 
 def _expire(session: Session, job_id: str) -> None:
@@ -149,24 +153,95 @@ def create_job(*, session: Session, tenant_id: str, spec: dict[str, Any], total_
                name: str | None = None, idempotency_key: str | None = None,
                request_hash: str | None = None, warnings: list[str] | None = None) -> Job:
     """Insert a queued job. Raises DuplicateIdempotencyKey (session stays usable) on reuse."""
-    job = Job(tenant_id=tenant_id, spec=spec, total_epochs=total_epochs, name=name,
-              idempotency_key=idempotency_key, request_hash=request_hash,
+    return submit_job(session=session, tenant_id=tenant_id, spec=spec,
+                      total_epochs=total_epochs, name=name, idempotency_key=idempotency_key,
+                      request_hash=request_hash, warnings=warnings)[0]
+
+
+def submit_job(*, session: Session, tenant_id: str, spec: dict[str, Any], total_epochs: int,
+               name: str | None = None, idempotency_key: str | None = None,
+               request_hash: str | None = None, warnings: list[str] | None = None,
+               savepoint: bool = True) -> tuple[Job, JobTransition]:
+    """Insert a queued job; returns it with its first transition (`submitted`), so a caller can
+    show the new job without reading it back.
+
+    With `savepoint` (and an idempotency key), the insert runs in a SAVEPOINT: reusing a key
+    raises DuplicateIdempotencyKey and the session stays usable. Without it (two round trips
+    fewer), reuse raises sqlalchemy's IntegrityError and the transaction must be rolled back;
+    the API's submit does that, then replays the job that won. Without it on PostgreSQL, the
+    job, its transition and its status event are written by ONE statement (`_insert_submitted`).
+    """
+    job = Job(id=new_id(), tenant_id=tenant_id, spec=spec, total_epochs=total_epochs,
+              name=name, idempotency_key=idempotency_key, request_hash=request_hash,
               status=JobStatus.QUEUED.value, warnings=list(warnings or []))
-    try:
-        with session.begin_nested():  # a savepoint, so a duplicate does not doom the transaction
-            session.add(job)
-            session.flush()
-    except IntegrityError:
-        existing = None
-        if idempotency_key is not None:
+    if not savepoint and dialect_name(session) == "postgresql":
+        return _insert_submitted(session, job)
+    if idempotency_key is None or not savepoint:  # nothing a savepoint would need to undo
+        session.add(job)  # inserted by the flush of its transition and event below (one flush)
+    else:
+        try:
+            with session.begin_nested():  # a savepoint: a duplicate does not doom the transaction
+                session.add(job)
+                session.flush()
+        except IntegrityError:
             existing = get_job_by_idempotency_key(session=session, tenant_id=tenant_id,
                                                   idempotency_key=idempotency_key)
-        if existing is None:
-            raise
-        raise DuplicateIdempotencyKey(existing.id, idempotency_key or "") from None
-    _record(session, job_id=job.id, from_status=None, to_status=JobStatus.QUEUED.value,
-            reason="submitted")
-    return job
+            if existing is None:
+                raise
+            raise DuplicateIdempotencyKey(existing.id, idempotency_key) from None
+    transition = _record(session, job_id=job.id, from_status=None,
+                         to_status=JobStatus.QUEUED.value, reason="submitted")
+    return job, transition
+
+
+def _with_defaults(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` plus the Python-side default of every other column that has one (what the ORM
+    would insert; columns without a default are left out: NULL, as the ORM leaves them)."""
+    row = dict(values)
+    for column in table.columns:
+        default = column.default
+        if column.key in row or default is None:
+            continue
+        if isinstance(default, ScalarElementColumnDefault):
+            row[column.key] = default.arg
+        elif isinstance(default, CallableColumnDefault):
+            row[column.key] = default.arg(None)  # type: ignore[arg-type]  # wrapped: takes a context
+        else:
+            raise TypeError(f"{table.name}.{column.key}: a {type(default).__name__} default is "
+                            "not supported here; give the value explicitly")
+    return row
+
+
+def _insert_submitted(session: Session, job: Job) -> tuple[Job, JobTransition]:
+    """PostgreSQL: the job row, its `submitted` transition and its status event in ONE
+    statement (data-modifying CTEs; the foreign keys are checked at its end), instead of three
+    INSERTs through the unit of work. The returned objects are persistent without a read-back:
+    every value was set here."""
+    now = utcnow()
+    jobs_table, transitions_table, events_table = (
+        cast(sa.Table, model.__table__) for model in (Job, JobTransition, JobEvent))
+    job_values = _with_defaults(jobs_table, {
+        key: getattr(job, key) for key in ("id", "tenant_id", "spec", "total_epochs", "name",
+                                           "idempotency_key", "request_hash", "status",
+                                           "warnings")} | {"created_at": now})
+    reason, status = "submitted", JobStatus.QUEUED.value
+    transition_values = {"job_id": job.id, "from_status": None, "to_status": status,
+                         "reason": reason, "created_at": now}
+    event_values = {"job_id": job.id, "kind": EventKind.STATUS.value, "created_at": now,
+                    "payload": {"status": status, "from": None, "reason": reason}}
+    jobs_cte = sa.insert(jobs_table).values(job_values).returning(jobs_table.c.id)
+    events_cte = sa.insert(events_table).values(event_values).returning(events_table.c.id)
+    stmt = (sa.insert(transitions_table).values(transition_values)
+            .returning(transitions_table.c.id)
+            .add_cte(jobs_cte.cte("new_job"), events_cte.cte("new_event")))
+    transition_id = session.execute(stmt).scalar_one()
+    for column in jobs_table.columns:  # the columns left out are NULL: loaded as None
+        setattr(job, column.key, job_values.get(column.key))
+    transition = JobTransition(id=transition_id, **transition_values)
+    for obj in (job, transition):
+        make_transient_to_detached(obj)  # persistent as loaded: no read-back, no flush
+        session.add(obj)
+    return job, transition
 
 
 def delete_unsent_job(*, session: Session, job_id: str) -> None:
@@ -201,22 +276,79 @@ def get_job_by_idempotency_key(*, session: Session, tenant_id: str,
         Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key)).one_or_none()
 
 
-def list_jobs(*, session: Session, tenant_id: str, status: JobStatus | str | None = None,
-              limit: int, cursor: str | None = None) -> tuple[list[Job], str | None]:
-    """A page of the tenant's jobs, newest first; returns (jobs, next_cursor or None)."""
-    stmt = sa.select(Job).where(Job.tenant_id == tenant_id)
+def _page(stmt: sa.Select[Any], *, tenant_id: str, status: JobStatus | str | None,
+          cursor: str | None, limit: int) -> sa.Select[Any]:
+    """The tenant's jobs (of `status`), after `cursor`, newest first, `limit + 1` rows (the
+    extra row says whether there is a next page)."""
+    stmt = stmt.where(Job.tenant_id == tenant_id)
     if status is not None:
         stmt = stmt.where(Job.status == JobStatus(status).value)
     if cursor is not None:
         created_at, last_id = decode_cursor(cursor)
         stmt = stmt.where(sa.or_(Job.created_at < created_at,
                                  sa.and_(Job.created_at == created_at, Job.id < last_id)))
-    rows = list(session.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc())
-                                .limit(limit + 1)))
+    return stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+
+
+def _cut(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]
     return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
+
+
+def list_jobs(*, session: Session, tenant_id: str, status: JobStatus | str | None = None,
+              limit: int, cursor: str | None = None) -> tuple[list[Job], str | None]:
+    """A page of the tenant's jobs, newest first; returns (jobs, next_cursor or None)."""
+    stmt = _page(sa.select(Job), tenant_id=tenant_id, status=status, cursor=cursor, limit=limit)
+    return _cut(list(session.scalars(stmt)), limit)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummaryRow:
+    """What a job summary shows (`GET /v1/jobs`), attributes named like the Job's. Read as
+    plain columns: the spec document (the largest column, a JSON parse per row) stays in the
+    database; only its selection metric is read, by a JSON path."""
+
+    id: str
+    name: str | None
+    status: str
+    outcome_message: str | None
+    cancel_requested: bool
+    warnings: list[str]
+    attempts: int
+    run_time_s: float
+    current_epoch: int
+    total_epochs: int
+    current_step: int
+    total_steps: int | None
+    best_epoch: int | None
+    best_metric: float | None
+    test_metrics: dict[str, Any] | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    selection_metric: str | None
+
+
+#: Built once: coercing 21 column expressions costs more than running the query.
+_SUMMARY_SELECT = sa.select(
+    *(getattr(Job, name) for name in JobSummaryRow.__dataclass_fields__
+      if name != "selection_metric"),
+    Job.spec[("config", "selection_metric")].as_string().label("selection_metric"),
+)
+
+
+def list_job_summaries(*, session: Session, tenant_id: str,
+                       status: JobStatus | str | None = None, limit: int,
+                       cursor: str | None = None) -> tuple[list[JobSummaryRow], str | None]:
+    """`list_jobs` as JobSummaryRow, in ONE query of the summary's columns; returns
+    (rows, next_cursor or None)."""
+    stmt = _page(_SUMMARY_SELECT, tenant_id=tenant_id, status=status,
+                 cursor=cursor, limit=limit)
+    return _cut([JobSummaryRow(*row) for row in session.execute(stmt)], limit)
 
 
 def list_transitions(*, session: Session, job_id: str) -> list[JobTransition]:
@@ -523,6 +655,25 @@ def release_job(*, session: Session, job_id: str, token: int, enqueue: Enqueue,
     return job
 
 
+def lock_tenant_row(*, session: Session, tenant_id: str,
+                    idempotency_key: str | None = None) -> str | None:
+    """Lock the tenant's row until commit or rollback (`FOR NO KEY UPDATE` on PostgreSQL: other
+    tenants and dataset uploads are not blocked; SQLite's write lock), so that submissions of
+    one tenant count their quota one after the other. In the same round trip, returns the id of
+    the tenant's job submitted with `idempotency_key` (None: no such job, or no key), as this
+    statement's snapshot saw it: a job committed while it waited for the lock is caught by the
+    unique constraint instead.
+    """
+    existing: Any = sa.null()
+    if idempotency_key is not None:
+        existing = (sa.select(Job.id).where(Job.tenant_id == tenant_id,
+                                            Job.idempotency_key == idempotency_key)
+                    .scalar_subquery())
+    row = session.execute(sa.select(Tenant.id, existing).where(Tenant.id == tenant_id)
+                          .with_for_update(key_share=True, of=Tenant)).first()
+    return None if row is None or row[1] is None else str(row[1])
+
+
 def count_jobs_by_status(*, session: Session, tenant_id: str,
                          statuses: Collection[JobStatus] | None = None,
                          lock_tenant: bool = False) -> dict[str, int]:
@@ -533,8 +684,7 @@ def count_jobs_by_status(*, session: Session, tenant_id: str,
     the other and a quota cannot be overshot; other tenants and dataset uploads are not blocked.
     """
     if lock_tenant:
-        session.execute(sa.select(Tenant.id).where(Tenant.id == tenant_id)
-                        .with_for_update(key_share=True))
+        lock_tenant_row(session=session, tenant_id=tenant_id)
     query = sa.select(Job.status, sa.func.count()).where(Job.tenant_id == tenant_id)
     if statuses is not None:
         query = query.where(Job.status.in_([JobStatus(s).value for s in statuses]))

@@ -162,6 +162,18 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for requests that only read. On PostgreSQL their statements run in autocommit:
+    no BEGIN before the first one and no ROLLBACK when the connection goes back to the pool
+    (two round trips of a one-query request). Each statement reads one snapshot, as every
+    statement does under READ COMMITTED, so a reader sees nothing it would not see in a
+    transaction; never write with these (each statement would commit on its own). SQLite keeps
+    its own transaction handling (`_sqlite_engine`)."""
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
 def dialect_name(session: Session) -> str:
     """`postgresql` or `sqlite`: the backend a session talks to."""
     return session.get_bind().dialect.name

@@ -48,16 +48,25 @@ def create_tenant_key(*, session: Session, tenant_name: str) -> tuple[Tenant, st
     return tenant, key
 
 
+def authenticate_tenant_id(*, session: Session, key: str,
+                           digest: str | None = None) -> str | None:
+    """The id of the tenant owning an unrevoked `key`, or None: one query (the key row holds
+    the tenant id; its foreign key guarantees the tenant). Hashes are compared in constant
+    time; `digest` is `hash_key(key)` when the caller has it already."""
+    digest = digest or hash_key(key)
+    candidates = session.execute(
+        sa.select(ApiKey.key_hash, ApiKey.tenant_id).where(
+            ApiKey.prefix == key[:LOOKUP_PREFIX_LEN], ApiKey.revoked_at.is_(None))).all()
+    for key_hash, tenant_id in candidates:
+        if hmac.compare_digest(key_hash, digest):
+            return str(tenant_id)
+    return None
+
+
 def authenticate(*, session: Session, key: str) -> Tenant | None:
     """The tenant owning an unrevoked `key`, or None. Hashes are compared in constant time."""
-    digest = hash_key(key)
-    candidates = session.scalars(
-        sa.select(ApiKey).where(ApiKey.prefix == key[:LOOKUP_PREFIX_LEN],
-                                ApiKey.revoked_at.is_(None))).all()
-    for candidate in candidates:
-        if hmac.compare_digest(candidate.key_hash, digest):
-            return session.get(Tenant, candidate.tenant_id)
-    return None
+    tenant_id = authenticate_tenant_id(session=session, key=key)
+    return None if tenant_id is None else session.get(Tenant, tenant_id)
 
 
 def revoke_key(*, session: Session, key: str) -> bool:
