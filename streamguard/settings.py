@@ -99,6 +99,10 @@ class WorkerSettings(BaseModel):
     #: would keep the job row locked, and the sweeper off the job, until it is thawed; the
     #: server ends such a session after this long, so recovery takes at most this on top.
     idle_in_transaction_timeout_s: float = Field(default=10.0, gt=0)
+    #: torch intra-op threads of each worker process (`torch.set_num_threads` at worker start).
+    #: None: torch's default (one per core, or OMP_NUM_THREADS). Several workers sharing one
+    #: machine's CPUs: cores / workers each, or their threads fight over the same cores.
+    torch_threads: int | None = Field(default=None, gt=0)
 
 
 class InferenceSettings(BaseModel):

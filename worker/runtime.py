@@ -73,6 +73,16 @@ def session_factory(db_url: str) -> sessionmaker[Session]:
     return make_session_factory(make_engine(db if db.url == db_url else db_url, **kwargs))
 
 
+def set_torch_threads(threads: int | None) -> int:
+    """Apply `worker.torch_threads` to this process (None: torch's default stays); returns the
+    intra-op thread count torch uses now."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return int(torch.get_num_threads())
+
+
 def worker_id(hostname: str | None = None) -> str:
     """`host:pid`, recorded as the lease owner."""
     return f"{hostname or socket.gethostname()}:{os.getpid()}"
