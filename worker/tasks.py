@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from contextlib import closing
 
 from celery import Task
 
@@ -21,6 +22,7 @@ from streamguard.training import run
 from worker import runtime
 from worker.celery_app import app
 from worker.sinks import DbMetricSink, make_publisher
+from worker.write_behind import WriteBehindSteps
 
 log = logging.getLogger("streamguard.worker")
 
@@ -46,11 +48,12 @@ def train_job(self: Task, job_id: str) -> str | None:
     # leftovers (a killed worker's half-written files, a stopped one that may still write).
     work_dir = settings.worker.work_dir / job_id / f"attempt-{token}"
     store = store_from_uri(settings.storage.uri, endpoint_url=settings.storage.s3_endpoint_url)
-    sink = DbMetricSink(factory, job_id, token, make_publisher(settings.redis))
+    # Step metrics are committed behind the training thread; every other record on it, fenced.
+    sink = WriteBehindSteps(DbMetricSink(factory, job_id, token, make_publisher(settings.redis)))
     hb = runtime.Heartbeat(factory, job_id=job_id, token=token, lease_s=settings.worker.lease_s,
                            interval_s=settings.worker.heartbeat_s)
     status: JobStatus | None = None  # None: preempted, back to the queue
-    with hb:
+    with hb, closing(sink):  # closing: steps still queued are written before the status
         try:
             spec = contract.load_job_spec(claim.spec)  # the one validation on this side
             limit = settings.worker.max_job_runtime_s

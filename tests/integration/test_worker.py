@@ -45,6 +45,7 @@ from worker import runtime, tasks
 from worker.runtime import session_factory
 from worker.sinks import DbMetricSink
 from worker.tasks import train_job
+from worker.write_behind import WriteBehindSteps
 
 pytestmark = pytest.mark.integration
 
@@ -265,6 +266,45 @@ def test_an_epoch_run_again_after_a_takeover_is_marked_replayed(world: World) ->
         rows = list_epochs(session=session, job_id=job_id)
     assert [(r.epoch, r.record["f1"], r.record.get("replayed", False)) for r in rows] == \
         [(1, 0.4, False), (2, 0.6, True), (3, 0.6, False)]
+
+
+def test_steps_written_behind_the_training_thread_keep_their_order_and_their_fence(
+        world: World) -> None:
+    """What the task's sink (WriteBehindSteps around DbMetricSink) commits: queued steps in
+    one batch, in order, before the epoch record after them; a worker that lost the lease
+    gets StaleLease from its next call and writes no step."""
+    job_id = world.submit()
+    with world.sessions() as session, session.begin():
+        first = claim_job(session=session, job_id=job_id, worker_id="w1", lease_s=30)
+    assert first is not None
+    step = {"epoch": 1, "epoch_progress": 0.5, "total_steps": 30, "train_loss": 0.7, "lr": 1e-3,
+            "grad_norm": 1.0, "samples_per_s": 100.0}
+    sink = WriteBehindSteps(DbMetricSink(world.sessions, job_id, first), min_interval_s=3600)
+    for n in (5, 10, 15):
+        sink.log_step({**step, "step": n})
+    sink.log_epoch({"epoch": 1, "f1": 0.5})
+    sink.close()
+    assert [(e.kind, e.payload.get("step", e.payload.get("epoch")))
+            for e in world.events(job_id)][-4:] == [("step", 5), ("step", 10), ("step", 15),
+                                                    ("epoch", 1)]
+    with world.sessions() as session:
+        assert [r.step for r in list_steps(session=session, job_id=job_id)] == [5, 10, 15]
+    assert world.job(job_id).current_step == 15 and world.job(job_id).total_steps == 30
+
+    world.expire_lease(job_id)
+    with world.sessions() as session, session.begin():
+        second = claim_job(session=session, job_id=job_id, worker_id="w2", lease_s=30)
+    assert second == first + 1
+    stale = WriteBehindSteps(DbMetricSink(world.sessions, job_id, first))
+    stale.log_step({**step, "step": 20})  # returns: the write happens behind
+    with pytest.raises(StaleLease):
+        stale.flush()
+    with pytest.raises(StaleLease):
+        stale.log_step({**step, "step": 25})
+    stale.close()
+    with world.sessions() as session:
+        assert [r.step for r in list_steps(session=session, job_id=job_id)] == [5, 10, 15]
+    assert not [e for e in world.events(job_id) if e.kind == "step" and e.payload["step"] > 15]
 
 
 def test_job_cancelled_while_queued_never_starts(world: World) -> None:
