@@ -409,6 +409,44 @@ def test_events_are_committed_then_announced_on_redis(world: World) -> None:
         client.close()
 
 
+def test_status_changes_of_the_worker_are_announced_on_redis(world: World) -> None:
+    """The `running` status of a claim and the terminal one of `finish` are announced like the
+    sink's events, so an SSE stream ends as soon as the job does (not at its next poll)."""
+    import json
+
+    import redis
+
+    from worker.sinks import RedisEventPublisher, events_channel
+
+    job_id = world.submit()
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    pubsub = client.pubsub()
+    pubsub.subscribe(events_channel(job_id))
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    publisher = RedisEventPublisher("redis://127.0.0.1:6379/0")
+    try:
+        claim = runtime.claim(world.sessions, job_id=job_id, owner="w1", lease_s=30,
+                              max_attempts=3)
+        assert claim is not None
+        publisher.publish(job_id, claim.event_id)  # as train_job does once it holds the job
+        runtime.finish(world.sessions, job_id=job_id, token=claim.token,
+                       status=JobStatus.COMPLETED, message="done", run_time_s=1.0,
+                       publisher=publisher)
+        announced = []
+        for _ in range(2):
+            message = pubsub.get_message(timeout=5)
+            assert message is not None and message["type"] == "message"
+            announced.append(json.loads(message["data"])["id"])
+        status_events = [(e.id, e.payload["status"]) for e in world.events(job_id)
+                         if e.kind == "status"]
+        assert [(i, s) for i, s in status_events if s != "queued"] == [
+            (announced[0], "running"), (announced[1], "completed")]
+    finally:
+        pubsub.close()
+        publisher.close()
+        client.close()
+
+
 def _best_weights(world: World, job_id: str) -> dict[str, Any]:
     from safetensors.torch import load_file
 
