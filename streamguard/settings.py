@@ -103,6 +103,10 @@ class WorkerSettings(BaseModel):
     #: keyed by content hashes and the tenant, so the tenant's next job on the same files skips
     #: tokenizing; False prepares every job afresh and writes nothing there.
     token_cache: bool = True
+    #: torch intra-op threads of each worker process (`torch.set_num_threads` at worker start).
+    #: None: torch's default (one per core, or OMP_NUM_THREADS). Several workers sharing one
+    #: machine's CPUs: cores / workers each, or their threads fight over the same cores.
+    torch_threads: int | None = Field(default=None, gt=0)
 
 
 class InferenceSettings(BaseModel):

@@ -13,11 +13,17 @@ optimizer step and puts it back in the queue.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from celery import Celery
+from celery.signals import worker_init, worker_process_init
 
 from streamguard.contract import celery_config
 from streamguard.settings import get_settings
-from worker import sweeper
+from worker import runtime, sweeper
+
+log = logging.getLogger("streamguard.worker")
 
 settings = get_settings()
 settings.ensure_dirs()  # the filesystem broker needs its folders before the first poll
@@ -33,5 +39,17 @@ app.conf.update(
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
 )
+
+
+@worker_init.connect  # the solo pool's one process
+@worker_process_init.connect  # each child of a prefork pool
+def _torch_threads(**_kwargs: Any) -> None:
+    """Several workers on one machine's CPUs each take their share (`worker.torch_threads`)."""
+    wanted = get_settings().worker.torch_threads
+    threads = runtime.set_torch_threads(wanted)
+    log.info("torch: %d intra-op thread(s) (worker.torch_threads: %s)", threads,
+             "torch's default" if wanted is None else wanted)
+
+
 sweeper.install(app)  # the orphan sweeper on worker_ready; SIGTERM preempts the running job
 import worker.preflight  # noqa: F401,E402 - refuse to start misconfigured (worker_init)

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from streamguard import contract
 from streamguard.broker import RETRY_POLICY
 from streamguard.contract import DatasetIdRef, JobSpec, JobStatus
-from streamguard.db import Job, make_engine, make_session_factory
+from streamguard.db import Job, JobEvent, make_engine, make_session_factory
 from streamguard.db.datasets import get_dataset_or_raise
 from streamguard.db.jobs import (
     claim_job,
@@ -47,6 +47,7 @@ from streamguard.errors import StreamGuardError
 from streamguard.manifest import fetch_dir, read_pointer
 from streamguard.storage import ArtifactStore
 from streamguard.training import RunResult, StopReason
+from worker.sinks import EventPublisher, NullPublisher
 
 log = logging.getLogger("streamguard.worker")
 
@@ -73,6 +74,16 @@ def session_factory(db_url: str) -> sessionmaker[Session]:
     return make_session_factory(make_engine(db if db.url == db_url else db_url, **kwargs))
 
 
+def set_torch_threads(threads: int | None) -> int:
+    """Apply `worker.torch_threads` to this process (None: torch's default stays); returns the
+    intra-op thread count torch uses now."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return int(torch.get_num_threads())
+
+
 def worker_id(hostname: str | None = None) -> str:
     """`host:pid`, recorded as the lease owner."""
     return f"{hostname or socket.gethostname()}:{os.getpid()}"
@@ -84,6 +95,13 @@ class Claim:
     tenant_id: str
     spec: dict[str, Any]
     run_time_s: float  # running time of the earlier attempts (the runtime limit counts it)
+    event_id: int = 0  # the `running` status event (announced once committed)
+
+
+def latest_event_id(session: Session, job_id: str) -> int:
+    """The job's newest event id: the status event a transition just added."""
+    return int(session.scalar(sa.select(sa.func.max(JobEvent.id))
+                              .where(JobEvent.job_id == job_id)) or 0)
 
 
 def claim(factory: sessionmaker[Session], *, job_id: str, owner: str, lease_s: int,
@@ -95,7 +113,8 @@ def claim(factory: sessionmaker[Session], *, job_id: str, owner: str, lease_s: i
         if token is None:
             return None
         job = get_job_or_raise(session=session, job_id=job_id)
-        return Claim(token, job.tenant_id, dict(job.spec), float(job.run_time_s or 0.0))
+        return Claim(token, job.tenant_id, dict(job.spec), float(job.run_time_s or 0.0),
+                     latest_event_id(session, job_id))
 
 
 Enqueue = Callable[..., None]
@@ -143,19 +162,26 @@ def defer(factory: sessionmaker[Session], *, job_id: str, enqueue: Enqueue) -> N
 
 
 def finish(factory: sessionmaker[Session], *, job_id: str, token: int, status: JobStatus,
-           message: str, run_time_s: float, **extra: Any) -> None:
-    """Fenced move to a terminal status; `transition` also records the `status` event."""
+           message: str, run_time_s: float, publisher: EventPublisher | None = None,
+           **extra: Any) -> None:
+    """Fenced move to a terminal status; `transition` also records the `status` event, which
+    `publisher` announces once committed (SSE streams end at once, not at their next poll)."""
     with factory() as session, session.begin():
         finish_job(session=session, job_id=job_id, token=token, status=status, message=message,
                    run_time_s=run_time_s, **extra)
+        event_id = latest_event_id(session, job_id)
+    (publisher or NullPublisher()).publish(job_id, event_id)
 
 
 def release(factory: sessionmaker[Session], *, job_id: str, token: int, run_time_s: float,
-            enqueue: Enqueue) -> None:
-    """Fenced move back to `queued` after a preemption, with the task sent again."""
+            enqueue: Enqueue, publisher: EventPublisher | None = None) -> None:
+    """Fenced move back to `queued` after a preemption, with the task sent again; the status
+    event is announced like `finish`'s."""
     with factory() as session, session.begin():
         release_job(session=session, job_id=job_id, token=token, run_time_s=run_time_s,
                     enqueue=enqueue)
+        event_id = latest_event_id(session, job_id)
+    (publisher or NullPublisher()).publish(job_id, event_id)
 
 
 class Heartbeat:

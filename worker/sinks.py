@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
@@ -161,19 +161,28 @@ class DbMetricSink:
         self._write(EventKind.EPOCH.value, record, fenced)
 
     def log_step(self, record: Mapping[str, Any]) -> None:
-        record = dict(record)
+        self.log_steps([record])
 
-        step = int(record["step"])
-
-        def fenced(session: Session) -> None:
+    def log_steps(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Several step records in ONE transaction (one fencing check, one commit), each with
+        its row and its `step` event, in order; published after the commit."""
+        if not records:
+            return
+        rows = [dict(r) for r in records]
+        with self.session_factory() as session, session.begin():
             assert_fresh(session=session, job_id=self.job_id, token=self.token)  # row locked
-            if step_recorded(session=session, job_id=self.job_id, step=step):
-                record["replayed"] = True  # a resumed attempt ran it again (see log_epoch)
-            upsert_step(session=session, job_id=self.job_id, token=self.token, step=step,
-                        epoch=int(record["epoch"]), record=record,
-                        total_steps=record.get("total_steps"))
-
-        self._write(EventKind.STEP.value, record, fenced)
+            event_ids = []
+            for record in rows:
+                step = int(record["step"])
+                if step_recorded(session=session, job_id=self.job_id, step=step):
+                    record["replayed"] = True  # a resumed attempt ran it again (log_epoch)
+                upsert_step(session=session, job_id=self.job_id, token=self.token, step=step,
+                            epoch=int(record["epoch"]), record=record,
+                            total_steps=record.get("total_steps"))
+                event_ids.append(add_event(session=session, job_id=self.job_id,
+                                           kind=EventKind.STEP.value, payload=record).id)
+        for event_id in event_ids:
+            self.publisher.publish(self.job_id, event_id)
 
     def event(self, kind: str, payload: Mapping[str, Any]) -> None:
         payload = dict(payload)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from contextlib import closing
 
 from celery import Task
 
@@ -21,6 +22,7 @@ from streamguard.training import run
 from worker import runtime
 from worker.celery_app import app
 from worker.sinks import DbMetricSink, make_publisher
+from worker.write_behind import WriteBehindSteps
 
 log = logging.getLogger("streamguard.worker")
 
@@ -42,15 +44,18 @@ def train_job(self: Task, job_id: str) -> str | None:
     if claim is None:  # finished, cancelled, or leased elsewhere (sent again for later)
         return None
     token = claim.token
+    publisher = make_publisher(settings.redis)  # announces committed events to SSE readers
+    publisher.publish(job_id, claim.event_id)  # `running`
     # A folder per attempt: the store's `last` is the resume point, never another process's
     # leftovers (a killed worker's half-written files, a stopped one that may still write).
     work_dir = settings.worker.work_dir / job_id / f"attempt-{token}"
     store = store_from_uri(settings.storage.uri, endpoint_url=settings.storage.s3_endpoint_url)
-    sink = DbMetricSink(factory, job_id, token, make_publisher(settings.redis))
+    # Step metrics are committed behind the training thread; every other record on it, fenced.
+    sink = WriteBehindSteps(DbMetricSink(factory, job_id, token, publisher))
     hb = runtime.Heartbeat(factory, job_id=job_id, token=token, lease_s=settings.worker.lease_s,
                            interval_s=settings.worker.heartbeat_s)
     status: JobStatus | None = None  # None: preempted, back to the queue
-    with hb:
+    with hb, closing(sink):  # closing: steps still queued are written before the status
         try:
             spec = contract.load_job_spec(claim.spec)  # the one validation on this side
             limit = settings.worker.max_job_runtime_s
@@ -88,12 +93,12 @@ def train_job(self: Task, job_id: str) -> str | None:
     try:
         if status is None:
             runtime.release(factory, job_id=job_id, token=token, run_time_s=hb.pending_s(),
-                            enqueue=enqueue)
+                            enqueue=enqueue, publisher=publisher)
             log.info("job %s: preempted (%s); back in the queue", job_id, result.message)
             shutil.rmtree(work_dir, ignore_errors=True)  # `last` is in the store
             return JobStatus.QUEUED.value
         runtime.finish(factory, job_id=job_id, token=token, status=status, message=message,
-                       run_time_s=hb.pending_s(), **extra)
+                       run_time_s=hb.pending_s(), publisher=publisher, **extra)
     except StaleLease as exc:
         log.warning("job %s: ended as %s but %s; abandoning this attempt", job_id,
                     status or "preempted", exc)

@@ -45,6 +45,7 @@ from worker import runtime, tasks
 from worker.runtime import session_factory
 from worker.sinks import DbMetricSink
 from worker.tasks import train_job
+from worker.write_behind import WriteBehindSteps
 
 pytestmark = pytest.mark.integration
 
@@ -267,6 +268,45 @@ def test_an_epoch_run_again_after_a_takeover_is_marked_replayed(world: World) ->
         [(1, 0.4, False), (2, 0.6, True), (3, 0.6, False)]
 
 
+def test_steps_written_behind_the_training_thread_keep_their_order_and_their_fence(
+        world: World) -> None:
+    """What the task's sink (WriteBehindSteps around DbMetricSink) commits: queued steps in
+    one batch, in order, before the epoch record after them; a worker that lost the lease
+    gets StaleLease from its next call and writes no step."""
+    job_id = world.submit()
+    with world.sessions() as session, session.begin():
+        first = claim_job(session=session, job_id=job_id, worker_id="w1", lease_s=30)
+    assert first is not None
+    step = {"epoch": 1, "epoch_progress": 0.5, "total_steps": 30, "train_loss": 0.7, "lr": 1e-3,
+            "grad_norm": 1.0, "samples_per_s": 100.0}
+    sink = WriteBehindSteps(DbMetricSink(world.sessions, job_id, first), min_interval_s=3600)
+    for n in (5, 10, 15):
+        sink.log_step({**step, "step": n})
+    sink.log_epoch({"epoch": 1, "f1": 0.5})
+    sink.close()
+    assert [(e.kind, e.payload.get("step", e.payload.get("epoch")))
+            for e in world.events(job_id)][-4:] == [("step", 5), ("step", 10), ("step", 15),
+                                                    ("epoch", 1)]
+    with world.sessions() as session:
+        assert [r.step for r in list_steps(session=session, job_id=job_id)] == [5, 10, 15]
+    assert world.job(job_id).current_step == 15 and world.job(job_id).total_steps == 30
+
+    world.expire_lease(job_id)
+    with world.sessions() as session, session.begin():
+        second = claim_job(session=session, job_id=job_id, worker_id="w2", lease_s=30)
+    assert second == first + 1
+    stale = WriteBehindSteps(DbMetricSink(world.sessions, job_id, first))
+    stale.log_step({**step, "step": 20})  # returns: the write happens behind
+    with pytest.raises(StaleLease):
+        stale.flush()
+    with pytest.raises(StaleLease):
+        stale.log_step({**step, "step": 25})
+    stale.close()
+    with world.sessions() as session:
+        assert [r.step for r in list_steps(session=session, job_id=job_id)] == [5, 10, 15]
+    assert not [e for e in world.events(job_id) if e.kind == "step" and e.payload["step"] > 15]
+
+
 def test_job_cancelled_while_queued_never_starts(world: World) -> None:
     job_id = world.submit()
     with world.sessions() as session, session.begin():
@@ -363,6 +403,44 @@ def test_events_are_committed_then_announced_on_redis(world: World) -> None:
         announced = json.loads(message["data"])["id"]
         # the announced row is already readable from another session (committed first)
         assert [e.id for e in world.events(job_id) if e.kind == "warning"] == [announced]
+    finally:
+        pubsub.close()
+        publisher.close()
+        client.close()
+
+
+def test_status_changes_of_the_worker_are_announced_on_redis(world: World) -> None:
+    """The `running` status of a claim and the terminal one of `finish` are announced like the
+    sink's events, so an SSE stream ends as soon as the job does (not at its next poll)."""
+    import json
+
+    import redis
+
+    from worker.sinks import RedisEventPublisher, events_channel
+
+    job_id = world.submit()
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    pubsub = client.pubsub()
+    pubsub.subscribe(events_channel(job_id))
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    publisher = RedisEventPublisher("redis://127.0.0.1:6379/0")
+    try:
+        claim = runtime.claim(world.sessions, job_id=job_id, owner="w1", lease_s=30,
+                              max_attempts=3)
+        assert claim is not None
+        publisher.publish(job_id, claim.event_id)  # as train_job does once it holds the job
+        runtime.finish(world.sessions, job_id=job_id, token=claim.token,
+                       status=JobStatus.COMPLETED, message="done", run_time_s=1.0,
+                       publisher=publisher)
+        announced = []
+        for _ in range(2):
+            message = pubsub.get_message(timeout=5)
+            assert message is not None and message["type"] == "message"
+            announced.append(json.loads(message["data"])["id"])
+        status_events = [(e.id, e.payload["status"]) for e in world.events(job_id)
+                         if e.kind == "status"]
+        assert [(i, s) for i, s in status_events if s != "queued"] == [
+            (announced[0], "running"), (announced[1], "completed")]
     finally:
         pubsub.close()
         publisher.close()
