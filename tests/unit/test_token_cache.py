@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import torch
 from safetensors import safe_open
+from transformers import AutoTokenizer
 
-from streamguard.cli import build_parser, train_cache_dir
+from streamguard.cli import build_parser, main, train_cache_dir
 from streamguard.contract import InvalidDatasetUri, dataset_uri_key
 from streamguard.datasets import read_examples, write_jsonl
 from streamguard.errors import DataError
@@ -199,6 +200,17 @@ def test_another_given_tokenizer_misses_and_the_same_one_hits(splits, fresh, tmp
     used = prepare_data(CFG, splits, tokenizer=other, cache=cache)
     assert used.report.parts == dict.fromkeys(splits, "miss")
     assert used.splits["train"].input_ids != fresh.splits["train"].input_ids
+
+
+def test_a_checkpoints_copy_of_the_tokenizer_hits(splits, cache, fresh, tmp_path):
+    """A resumed job takes its tokenizer from `last` (saved after use, with the backend's
+    truncation and padding state): the same fingerprint, so the entries of its first attempt."""
+    fresh.tokenizer(["int f(void) { return 0; }"] * 2, padding=True)
+    fresh.tokenizer.save_pretrained(tmp_path / "last")
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / "last")
+    assert tc.tokenizer_fingerprint(reloaded) == tc.tokenizer_fingerprint(fresh.tokenizer)
+    again = prepare_data(CFG, splits, tokenizer=reloaded, cache=cache)
+    assert again.report.parts == dict.fromkeys(splits, "hit")
 
 
 # --- damaged entries are rebuilt ---------------------------------------------------------------
@@ -379,6 +391,27 @@ def test_the_worker_path_keeps_the_cache_in_the_job_store_per_tenant(tmp_path,
     # another tenant's job on the same files never shares an entry
     paths_only = {"train": paths["train"], "validation": paths["val"]}
     assert prepare_data(cfg, paths_only, cache=store, namespace="t2").report.cache == "miss"
+
+
+def test_streamguard_train_reuses_its_cache_and_no_cache_keeps_none(tmp_path, caplog,
+                                                                    one_torch_thread):
+    paths = write_synth(tmp_path / "data")
+    flags = ["--train", str(paths["train"]), "--val", str(paths["val"]), "--model", "tiny",
+             "--max-seq-len", "32", "--tokenizer-vocab-size", "300", "--batch-size", "32",
+             "--epochs", "1", "--lr", "1e-3", "--no-progress"]
+    caplog.set_level(logging.INFO, logger="streamguard.train")
+    said = []
+    for run_dir, extra in (("a", []), ("b", []), ("c", ["--no-cache"])):
+        caplog.clear()
+        main(["train", *flags, "--output-dir", str(tmp_path / "runs" / run_dir), *extra])
+        said.append(next(r.message for r in caplog.records
+                         if r.message.startswith("data preparation")))
+    assert "token cache miss: tokenizer, train, validation" in said[0]
+    assert "token cache hit: tokenizer, train, validation" in said[1]
+    assert "token cache off" in said[2]
+    assert (tmp_path / "runs" / ".streamguard-cache" / "cache" / "tokenized").is_dir()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == \
+        [".streamguard-cache", "a", "b", "c"]
 
 
 def test_cli_cache_folder_is_beside_the_output_and_can_be_turned_off(tmp_path):
