@@ -43,8 +43,8 @@ from safetensors.torch import save as save_tensors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from streamguard.errors import StorageError
-from streamguard.manifest import MANIFEST_FORMAT, MANIFEST_NAME, read_manifest
-from streamguard.storage import ArtifactNotFound, ArtifactStore
+from streamguard.manifest import MANIFEST_FORMAT, MANIFEST_NAME
+from streamguard.storage import ArtifactNotFound, ArtifactStore, check_key
 from streamguard.training.data import TokenizedSplit
 
 log = logging.getLogger("streamguard.train")
@@ -129,18 +129,28 @@ def put_entry(store: ArtifactStore, prefix: str, files: Mapping[str, bytes]) -> 
 def get_entry(store: ArtifactStore, prefix: str) -> dict[str, bytes] | None:
     """The entry's files, each checked against the manifest; None when there is no manifest.
 
+    One GET per object (no HEAD first): on S3 every round trip counts against a hit.
+
     Raises:
         CacheEntryError: the manifest is malformed or a file is missing or altered.
         StorageError: the store could not be read (StoreUnavailable included).
     """
-    if not store.exists(f"{prefix}/{MANIFEST_NAME}"):
+    try:
+        raw = store.get_bytes(f"{prefix}/{MANIFEST_NAME}")
+    except ArtifactNotFound:
         return None
     try:
-        manifest = read_manifest(store, prefix)
-    except StorageError as exc:
-        raise CacheEntryError(exc.message) from exc
+        manifest = json.loads(raw)
+        items = manifest["files"]
+        well_formed = manifest["format"] == MANIFEST_FORMAT and isinstance(items, list) and all(
+            isinstance(item["size"], int) and isinstance(item["sha256"], str)
+            and check_key(item["name"]) for item in items)
+    except (KeyError, TypeError, ValueError, StorageError) as exc:
+        raise CacheEntryError(f"{MANIFEST_NAME} is malformed ({type(exc).__name__})") from exc
+    if not well_formed:
+        raise CacheEntryError(f"{MANIFEST_NAME} is not a format-{MANIFEST_FORMAT} manifest")
     files: dict[str, bytes] = {}
-    for item in manifest["files"]:
+    for item in items:
         try:
             data = store.get_bytes(f"{prefix}/{item['name']}")
         except ArtifactNotFound as exc:
