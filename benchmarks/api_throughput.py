@@ -21,12 +21,15 @@ in Redis, the quota count under the tenant lock), only their limits are out of r
 output says so.
 
 Prints requests/s, p50 and p99 per phase, the ratios to /healthz and the API process's CPU
-time per request, then one JSON line (`healthz_rps`, `list_rps`, `list_rps_ratio`,
-`list_p99_ratio`, `create_rps`, `create_rps_ratio`, `create_p99_ratio`, the targets and whether
-each is met). Exits 1 when a phase saw unexpected statuses.
+time per request (user + system of the uvicorn process over the phase, divided by its requests:
+what the server spends, whatever else runs on the machine), then one JSON line
+(`healthz_rps`, `list_rps`, `list_rps_ratio`, `list_p99_ratio`, `create_rps`,
+`create_rps_ratio`, `create_p99_ratio`, the targets and whether each is met, the API's CPU per
+request, the machine's load). Exits 1 when a phase saw unexpected statuses.
 
     .venv/bin/python benchmarks/api_throughput.py              # 10 s per phase, 50 clients
     .venv/bin/python benchmarks/api_throughput.py --duration-s 3 --warmup-s 1   # a quick look
+    .venv/bin/python benchmarks/api_throughput.py --api-env SG_API__THREADS=6   # API settings
 
 Targets (issue 10): GET /v1/jobs >= 50 % of /healthz's requests/s, POST /v1/jobs >= 30 %,
 each with a p99 at most 5x /healthz's p99.
@@ -288,7 +291,11 @@ def report(phases: dict[str, Phase], args: argparse.Namespace, total_jobs: int) 
           f"broker).")
     print(f"Limits raised for the benchmark via the environment (the checks still run): "
           f"SG_API__RATE_LIMIT_PER_MINUTE={BENCH_RATE_LIMIT_PER_MINUTE}, "
-          f"SG_API__MAX_QUEUED_JOBS_PER_TENANT={BENCH_MAX_QUEUED_JOBS}.\n")
+          f"SG_API__MAX_QUEUED_JOBS_PER_TENANT={BENCH_MAX_QUEUED_JOBS}"
+          + "".join(f", {item}" for item in args.api_env) + ".")
+    load = os.getloadavg()
+    print(f"Machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} at the end (above the "
+          "CPU count: other processes competed, the figures are inflated).\n")
     print(f"{'phase':<16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'rps/hz':>8}{'p99/hz':>8}"
           f"{'API CPU ms/req':>16}{'errors':>8}")
     for name, ph in phases.items():
@@ -309,7 +316,11 @@ def report(phases: dict[str, Phase], args: argparse.Namespace, total_jobs: int) 
         "create_rps": crt.rps, "create_p50_ms": crt.p(0.5), "create_p99_ms": crt.p(0.99),
         "create_rps_ratio": ratio(crt.rps, base.rps),
         "create_p99_ratio": ratio(crt.p(0.99), base.p(0.99)),
+        "api_cpu_ms_per_request": {
+            name: ph.server_cpu_s * 1000 / max(1, sum(ph.statuses.values()))
+            for name, ph in phases.items()},
         "errors": {name: sum(ph.errors.values()) for name, ph in phases.items()},
+        "api_env": list(args.api_env), "cpus": os.cpu_count(), "load_average": load[0],
     }
     met = {
         "list_rps": out["list_rps_ratio"] >= TARGETS["list_rps_ratio_min"],
@@ -320,7 +331,15 @@ def report(phases: dict[str, Phase], args: argparse.Namespace, total_jobs: int) 
     print("\ntargets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in met.items()))
     out["targets"] = TARGETS
     out["targets_met"] = met
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+    def clean(value: Any) -> Any:  # strict JSON: a phase not run gives null, never NaN
+        if isinstance(value, float):
+            return None if value != value else round(value, 3)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    return {k: clean(v) for k, v in out.items()}
 
 
 def main() -> None:
