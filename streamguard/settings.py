@@ -149,8 +149,8 @@ class ApiSettings(BaseModel):
     #: Worker threads of the API process (sync handlers, database work). None: the database
     #: pool's `pool_size + max_overflow`, so a thread never waits for a connection (a request
     #: waiting for a thread holds nothing). More threads than connections only queue on the pool;
-    #: on a small machine fewer serve short requests better (handlers mostly hold the GIL), but
-    #: uploads and predictions hold a thread for seconds, so the default leaves room for them.
+    #: on a small machine fewer may serve short requests with less CPU (handlers mostly hold the
+    #: GIL), but uploads and predictions hold a thread for seconds: the default leaves room.
     threads: int | None = Field(default=None, gt=0)
     #: Seconds a verified API key is remembered per API process (its tenant, by the key's
     #: SHA-256), so most requests skip the key lookup; a revoked key can still be accepted for
