@@ -318,6 +318,7 @@ def cli_run(paths: dict[str, Path], config: dict[str, Any], out: Path,
     proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, check=False)
     process_wall = time.perf_counter() - t0
+    out.with_suffix(".log").write_text(proc.stdout)  # beside the workers' logs (--keep)
     if not timing.is_file():  # a crash (a run that ends not_learning exits non-zero too)
         sys.exit(f"streamguard train exited {proc.returncode}:\n{proc.stdout[-3000:]}")
     t = json.loads(timing.read_text())
@@ -382,7 +383,7 @@ def main() -> None:
                 stack.close()
             say(f"POST /v1/jobs p50 {lat['submit_p50_ms']:.1f} ms, GET /healthz p50 "
                 f"{lat['healthz_p50_ms']:.1f} ms ({args.submissions} each, no worker)")
-            out.update(lat)
+            out.update({k: round(v, 2) for k, v in lat.items()})
         stack = Stack(args.stack, root / "stack")
         services, clis = [], []
         try:
