@@ -131,7 +131,9 @@ def worker_evaluation(folder: Path, rows: list[dict[str, Any]]) -> list[float]:
     loader = make_loader(tokenize(tokenizer, [r["func"] for r in rows],
                                   [r["target"] for r in rows], config.max_seq_len),
                          config.effective_eval_batch_size, pad_id=int(tokenizer.pad_token_id),
-                         shuffle=False, group_by_length=config.group_by_length, seed=config.seed)
+                         # in the rows' order: the trainer's evaluation sorts by length
+                         # (group_by_length), which changes no probability, only their order
+                         shuffle=False, group_by_length=False, seed=config.seed)
     probs: list[float] = []
     with torch.inference_mode():
         for batch in loader:

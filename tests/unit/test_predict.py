@@ -51,7 +51,9 @@ def worker_probabilities(folder: Path, funcs: list[str], labels: list[int]
     model, tokenizer = predictor.model, predictor.tokenizer
     loader = make_loader(tokenize(tokenizer, funcs, labels, CONFIG.max_seq_len),
                          CONFIG.effective_eval_batch_size, pad_id=int(tokenizer.pad_token_id),
-                         shuffle=False, group_by_length=CONFIG.group_by_length, seed=CONFIG.seed)
+                         # in the rows' order (the trainer sorts evaluation by length, which
+                         # changes no probability, only their order)
+                         shuffle=False, group_by_length=False, seed=CONFIG.seed)
     probs: list[float] = []
     with torch.inference_mode():
         for batch in loader:
