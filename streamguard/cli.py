@@ -42,7 +42,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training config (TrainConfig; defaults in brackets)")
     for name, info in TrainConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = f"{info.description or ''} [{info.default}]".strip()
+        # argparse %-formats help text: a literal "%" in a description must be doubled
+        help_text = f"{info.description or ''} [{info.default}]".strip().replace("%", "%%")
         if info.annotation is bool:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)

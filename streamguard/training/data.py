@@ -18,8 +18,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
-from streamguard.training.packing import PackCollator
-
 
 @dataclass
 class TokenizedSplit(Dataset[tuple[list[int], int]]):
@@ -177,8 +175,13 @@ def make_loader(split: TokenizedSplit, batch_size: int, *, pad_id: int, shuffle:
     sampler = EpochBatchSampler(split.lengths, batch_size, shuffle=shuffle,
                                 group_by_length=group_by_length, seed=seed, labels=split.labels)
     dataset: Dataset[Any] = split  # the collator turns its (ids, label) rows into a batch dict
-    collate: Any = (PadCollator(pad_id, pad_multiple) if packed_row_len is None
-                    else PackCollator(pad_id, row_len=packed_row_len))
+    collate: Any = PadCollator(pad_id, pad_multiple)
+    if packed_row_len is not None:
+        # imported here: benchmarks load this file by path, without the `streamguard.training`
+        # package (whose __init__ pulls the pydantic config the GPU machine lacks)
+        from streamguard.training.packing import PackCollator
+
+        collate = PackCollator(pad_id, row_len=packed_row_len)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                       num_workers=num_workers, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(seed))

@@ -95,3 +95,18 @@ def test_unknown_enum_is_refused_by_the_parser(tmp_path):
                            "--val", "x", "--output-dir", str(tmp_path), "--mixed-precision",
                            "fp8"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "invalid choice: 'fp8'" in proc.stderr
+
+
+def test_train_help_lists_every_config_field_with_its_text(capsys):
+    """Help is generated from TrainConfig's descriptions; argparse %-formats it, so a literal
+    "%" in a description ("~30 % more compute") once crashed `--help`."""
+    from streamguard.spec import TrainConfig
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for name, info in TrainConfig.model_fields.items():
+        assert "--" + name.replace("_", "-") in shown
+        assert " ".join((info.description or "").split())[:40] in shown, name
+    assert "% more compute" in shown
