@@ -11,6 +11,10 @@ it):
     meta.json           epoch, step, best metric, class weights, that epoch's metrics (mid-epoch:
                         the epoch in progress, batches done, no metrics)
 
+Saving `last` runs off the training thread (async_save.py, docs/ARCHITECTURE.md
+"Checkpoints off the critical path"): the loop snapshots the tensors, and one background thread
+calls `save_checkpoint` on the copy, then the card, the `best` copy and the publisher.
+
 Nothing here pickles an object: `torch.load(..., weights_only=True)` is the only loader, and a
 file that needs more than that is refused (the original run's best checkpoint did not even load).
 """
@@ -77,12 +81,18 @@ def _replace_dir(tmp: Path, target: Path) -> None:
 
 
 def save_checkpoint(target: Path, *, model: Any, tokenizer: Any, state: Mapping[str, Any],
-                    meta: Mapping[str, Any], train_config_json: str) -> Path:
-    """Write a checkpoint folder atomically. `state` holds tensors/primitives only."""
+                    meta: Mapping[str, Any], train_config_json: str,
+                    model_state: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write a checkpoint folder atomically. `state` holds tensors/primitives only.
+
+    `model_state` (a snapshot of `model.state_dict()`, see async_save.py) is written instead of
+    the live weights: the background writer passes its copy, so `model` only lends its config.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.save_pretrained(tmp)  # config.json + model.safetensors
+        # config.json + model.safetensors; save_pretrained pops from the dict it is given
+        model.save_pretrained(tmp, state_dict=None if model_state is None else dict(model_state))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         torch.save(dict(state), tmp / STATE_FILE)

@@ -38,6 +38,7 @@ from streamguard.sinks import MetricSink, NullSink
 from streamguard.spec import MixedPrecision, OnCollapse, TrainConfig
 from streamguard.storage import ArtifactStore
 from streamguard.training import checkpoint as ckpt
+from streamguard.training.async_save import BackgroundSaver, Event, owns_saver, snapshot
 from streamguard.training.callbacks import Callback
 from streamguard.training.data import EpochBatchSampler
 from streamguard.training.forward import batch_logits
@@ -268,6 +269,7 @@ def _scale_lr(optimizer: torch.optim.Optimizer, scheduler: Any, scale: float) ->
         scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
+@owns_saver
 def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
           train_loader: DataLoader[Batch], val_loader: DataLoader[Batch],
           test_loader: DataLoader[Batch] | None = None, label_counts: Sequence[int],
@@ -277,7 +279,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
           scheduler_factory: SchedulerFactory = build_scheduler,
           progress: bool = False, should_preempt: Callable[[], bool] | None = None,
           data: Mapping[str, Mapping[str, Any]] | None = None,
-          created_by: str = "streamguard") -> RunResult:
+          created_by: str = "streamguard", saver: BackgroundSaver | None = None) -> RunResult:
     """Train with the collapse guard; returns the outcome (collapse is an outcome, not an error).
 
     `data` describes the splits for the exported model's card (`model_card.describe_split`);
@@ -287,9 +289,22 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
     checkpoint's weights); the run then continues where it records: after an epoch, or inside
     one. `should_preempt` is read after every optimizer step (keep it a flag read); when it
     says yes the run saves `last` at that step and ends PREEMPTED, without evaluating.
+
+    Checkpoints are written and published by `saver`'s background thread (`owns_saver` gives
+    each call its own and closes it on the way out); the run waits for them before a rollback
+    reads `best`, and before it returns (a PREEMPTED run's `last` is then published).
     """
     sink = sink or NullSink()
-    should_preempt = should_preempt or (lambda: False)
+    assert saver is not None  # owns_saver passes one
+    preempt_flag = should_preempt or (lambda: False)
+
+    def poll_then_ask() -> bool:
+        # Read after every optimizer step, so a finished background save is collected here: a
+        # done() check, then its `checkpoint` events on this thread (or its error raised).
+        saver.poll()
+        return preempt_flag()
+
+    should_preempt = poll_then_ask
     ckpt_dir = work_dir / "checkpoints"
     # --- derive every number once, and say them --------------------------------------------
     model.to(device)
@@ -373,8 +388,11 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
     card_data = data or {"train": {"rows": sum(label_counts), "label_counts": list(label_counts)}}
 
     def save_last(epoch: int, tally: EpochTally | None, *, is_best: bool,
-                  meta: dict[str, Any]) -> None:
-        """Write `last` after 0-based `epoch`, or inside it at `tally` (a preemption)."""
+                  meta: dict[str, Any], metrics: dict[str, Any]) -> None:
+        """Save `last` after 0-based `epoch`, or inside it at `tally` (a preemption), with its
+        card, `best` (if `is_best`), and publish it with `metrics`. Only the snapshot stalls
+        this thread; the rest runs on the saver's thread (async_save.py)."""
+        saver.wait()  # one save in flight; the publisher's pointers are then up to date
         step = None if tally is None else global_step  # a mid-epoch version is named by step
         after = publisher.state_after(epoch=epoch + 1, is_best=is_best, step=step) \
             if publisher else {}
@@ -393,15 +411,33 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         meta = {**meta, "global_step": global_step, "best_metric": stopper.best,
                 "best_epoch": stopper.best_epoch, "selection_metric": config.selection_metric,
                 "class_weights": weights.tolist(), "label_counts": list(label_counts)}
-        ckpt.save_checkpoint(ckpt_dir / "last", model=model, tokenizer=tokenizer, state=state,
-                             meta=meta, train_config_json=config.to_json())
-        # Every checkpoint carries its card and its threshold (this evaluation's best-F1 one),
-        # so a downloaded `best` (or the inference worker's copy) predicts at its own threshold.
-        write_model_card(
-            ckpt_dir / "last", config=config, history=history, outcome="running",
-            message=f"checkpoint at optimizer step {global_step}", best_epoch=meta.get("epoch"),
-            test_metrics=None, threshold=(meta.get("metrics") or {}).get("best_threshold"),
-            data=card_data, created_by=created_by)
+        # Every tensor copied to CPU, every list and dict too: the steps taken while the
+        # background thread writes never change what it writes.
+        snap = snapshot({"model": model.state_dict(), "state": state, "meta": meta,
+                         "metrics": metrics, "history": history})
+        message, config_json = f"checkpoint at optimizer step {global_step}", config.to_json()
+
+        def write() -> list[Event]:
+            last = ckpt.save_checkpoint(ckpt_dir / "last", model=model, tokenizer=tokenizer,
+                                        state=snap["state"], meta=snap["meta"],
+                                        train_config_json=config_json,
+                                        model_state=snap["model"])
+            # Every checkpoint carries its card and its threshold (this evaluation's best-F1
+            # one), so a downloaded `best` (or the inference worker's copy) predicts at its own
+            # threshold.
+            write_model_card(
+                last, config=config, history=snap["history"], outcome="running",
+                message=message, best_epoch=snap["meta"].get("epoch"), test_metrics=None,
+                threshold=(snap["meta"].get("metrics") or {}).get("best_threshold"),
+                data=card_data, created_by=created_by)
+            if is_best:
+                ckpt.copy_checkpoint(last, ckpt_dir / "best")
+            if publisher is None:
+                return []
+            return [("checkpoint", payload) for payload in publisher.upload(
+                last, epoch=epoch + 1, is_best=is_best, step=step, metrics=snap["metrics"])]
+
+        saver.submit(write, emit=sink.event)
 
     def evaluate_now() -> tuple[EvalMetrics, Decision]:
         """Evaluate on the validation split at this step and ask the guard."""
@@ -424,6 +460,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
             return None, replace(decision, message=f"{decision.message}; not rolled back: "
                                  f"{len(rollbacks)} of max_rollbacks={config.max_rollbacks} "
                                  "rollbacks used")
+        saver.wait()  # `best` is read from disk: the save in flight may be writing it
         if not (ckpt_dir / "best").is_dir():
             return None, replace(decision, message=f"{decision.message}; cannot roll back: no "
                                  "evaluation has passed the guard at an epoch end yet, so there "
@@ -571,17 +608,15 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
             continue
         if stop is not None and (stop.reason == StopReason.PREEMPTED or stopped_mid):
             # --- preempted or stopped by a mid-epoch evaluation: `last` at this exact step,
-            # published (a resumed run continues there); no epoch record, best kept ----------
+            # published (a resumed run continues there; the end of the run waits for it); no
+            # epoch record, best kept ------------------------------------------------------
             position = {"epoch": epoch + 1, "step": global_step,
                         "batches_done_in_epoch": tally.batches_done,
                         "batches_in_epoch": n_batches}
             save_last(epoch, tally, is_best=False,
                       meta={**position, "preempted": stop.reason == StopReason.PREEMPTED,
-                            "metrics": None})
-            if publisher is not None:
-                publisher.publish(ckpt_dir / "last", epoch=epoch + 1, is_best=False,
-                                  step=global_step,
-                                  metrics={**position, "lr": float(scheduler.get_last_lr()[0])})
+                            "metrics": None},
+                      metrics={**position, "lr": float(scheduler.get_last_lr()[0])})
         if stop is not None:  # preempted, non-finite loss, cancel or a guard stop mid-epoch
             break
 
@@ -617,12 +652,9 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
                 continue
 
         # --- checkpoint: last always, best only among epochs that passed the guard --------
-        save_last(epoch, None, is_best=is_best, meta={"epoch": epoch + 1, "metrics": record})
-        if is_best:
-            ckpt.copy_checkpoint(ckpt_dir / "last", ckpt_dir / "best")
-        if publisher is not None:
-            publisher.publish(ckpt_dir / "last", epoch=epoch + 1, is_best=is_best,
-                              metrics=record)
+        # (written and published in the background while the next epoch trains)
+        save_last(epoch, None, is_best=is_best, meta={"epoch": epoch + 1, "metrics": record},
+                  metrics=record)
         epochs_done = epoch + 1
         stop = _first_stop([decision, early,
                             *[cb.on_epoch_end(epoch + 1, record) for cb in callbacks]])
@@ -636,6 +668,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         epoch += 1
 
     # --- outcome, then the best checkpoint on the test split -------------------------------
+    saver.wait()  # every checkpoint durable: `last` published (a preempted run resumes from it)
     if stop is None or stop.reason == StopReason.EARLY_STOPPED:
         # Trained to the end (or early-stopped) without ever separating the classes: a model
         # that predicts one class is not `completed`, it did not learn.

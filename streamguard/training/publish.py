@@ -7,6 +7,10 @@ a reader never sees a half-uploaded checkpoint. Folders no pointer references ar
 A preempted run's mid-epoch `last` goes to `epoch-NNNN-step-SSSSSS/` (NNNN the epoch in progress,
 SSSSSS the optimizer step), so every immutable folder name stays unique; its pointer carries
 `step` and moves `last` only.
+
+The training loop calls `upload` on its background checkpoint thread (async_save.py): the same
+protocol, but the `checkpoint` events come back as payloads and the training thread emits them
+(sinks are not thread-safe). `publish` is upload-then-emit on the calling thread.
 """
 
 from __future__ import annotations
@@ -51,7 +55,17 @@ class CheckpointPublisher:
 
     def publish(self, local_dir: Path, *, epoch: int, is_best: bool,
                 metrics: dict[str, Any], step: int | None = None) -> None:
-        """`step` is set for a mid-epoch checkpoint (then `epoch` is the epoch in progress)."""
+        """Upload and move the pointers (`upload`), then emit the `checkpoint` events."""
+        for payload in self.upload(local_dir, epoch=epoch, is_best=is_best, metrics=metrics,
+                                   step=step):
+            self.sink.event("checkpoint", payload)
+
+    def upload(self, local_dir: Path, *, epoch: int, is_best: bool,
+               metrics: dict[str, Any], step: int | None = None) -> list[dict[str, Any]]:
+        """Upload the folder (manifest last), then move the pointers; returns the `checkpoint`
+        event payloads, emitted by the caller (the background saver runs this off the training
+        thread and leaves the sink to it). `step` is set for a mid-epoch checkpoint (then
+        `epoch` is the epoch in progress)."""
         version = self.version(epoch, step)
         manifest = publish_dir(self.store, local_dir, version)
         with tempfile.TemporaryDirectory() as tmp:
@@ -62,6 +76,7 @@ class CheckpointPublisher:
                                             "sha256": sha256_file(archive)}
             self.store.put_file(archive, archive_info["key"])
         previous = set(self.pointers.values())
+        events = []
         for name in ("last", "best") if is_best else ("last",):
             payload = {"name": name, "epoch": epoch, "key_prefix": version,
                        "size_bytes": archive_info["size"], "sha256": archive_info["sha256"],
@@ -69,11 +84,12 @@ class CheckpointPublisher:
                        "metrics": metrics, **({} if step is None else {"step": step})}
             write_pointer(self.store, f"{self.prefix}checkpoints/{name}.json", payload)
             self.pointers[name] = version
-            self.sink.event("checkpoint", payload)
+            events.append(payload)
         for stale in previous - set(self.pointers.values()):
             for obj in self.store.list(stale + "/"):
                 self.store.delete(obj.key)
             self.store.delete(f"{stale}.model.tar.gz")
+        return events
 
     def state_dict(self) -> dict[str, Any]:
         return {"pointers": dict(self.pointers), "generation": self.generation}

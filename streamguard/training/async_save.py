@@ -1,0 +1,185 @@
+"""Checkpoints off the training thread: snapshot on the caller, write on one background thread.
+
+    with BackgroundSaver() as saver:            # train() gets one per call (`owns_saver`)
+        tree = snapshot({"model": model.state_dict(), "state": state})  # the only stall
+        saver.submit(lambda: write(tree), emit=sink.event)  # waits for the previous save first
+        ...
+        saver.poll()   # after every optimizer step: a done() check; emits finished events
+        saver.wait()   # a wait point: on return the checkpoint is durable (written, published)
+
+Why: for RoBERTa-base `last` is ~1.5 GB (weights plus AdamW's two moments). Writing the folder,
+its card, the `best` copy, then uploading it with a sha256 manifest and a .tar.gz took many
+seconds per epoch on the training thread. Now the training thread only copies the tensors to
+CPU memory (`snapshot`: one memcpy of each storage; pinned and non-blocking from a GPU, then one
+synchronize) and training goes on while one background thread does the rest, with the same
+commit protocol (folder swap, manifest last, then the pointers).
+
+Rules that keep it correct:
+- Isolation: the snapshot shares no memory with the live model, optimizer or tallies, so the
+  steps taken while it is written never change what is written. Storage sharing inside the
+  snapshot (tied weights, views) is kept, so the files are byte-identical to a synchronous save.
+- One save in flight: `submit` first waits for the previous save (which also hands its
+  publisher state to the next one).
+- Sinks are not thread-safe (the worker's writes to the database): a job never touches a sink;
+  it returns its events `(kind, payload)` and the training thread emits them in `poll`/`wait`.
+- Errors are never swallowed: a failed job's own exception (with its traceback) is raised on the
+  training thread by the next `poll`, `wait` or `submit`. If the training thread is already
+  raising, the save in flight is still finished and its events emitted where possible (so no
+  thread writes after the call ends); its own failure is then logged and noted on that error.
+
+Memory: a snapshot is a second copy of the weights and optimizer state in host memory while it
+is written (~1.5 GB for RoBERTa-base).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+import torch
+
+log = logging.getLogger("streamguard.train")
+
+Event = tuple[str, dict[str, Any]]
+Emit = Callable[[str, dict[str, Any]], None]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def snapshot(tree: Any) -> Any:
+    """A deep copy of `tree` (dicts, lists, tuples, tensors, plain values) sharing no memory with
+    it: every tensor storage is copied once to CPU memory and the tensors are rebuilt on the
+    copies with their offsets and strides, so aliases stay aliases.
+
+    From CUDA the copies go to pinned memory without blocking, then one synchronize: on return
+    every copy is complete, and later kernels (the next optimizer step) run after it on the
+    stream anyway.
+    """
+    storages: dict[tuple[str, int], torch.Tensor] = {}
+
+    def copy_tensor(tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.detach()
+        source = tensor.untyped_storage()
+        key = (str(tensor.device), source.data_ptr())
+        base = storages.get(key)
+        if base is None:
+            raw = torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(source)
+            on_gpu = tensor.device.type == "cuda"
+            base = torch.empty(raw.numel(), dtype=torch.uint8, pin_memory=on_gpu)
+            base.copy_(raw, non_blocking=on_gpu)
+            storages[key] = base
+        return torch.empty(0, dtype=tensor.dtype).set_(
+            base.untyped_storage(), tensor.storage_offset(), tensor.size(), tensor.stride())
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return copy_tensor(value)
+        if isinstance(value, dict):
+            out = copy.copy(value)  # keeps the type (OrderedDict) and its attributes
+            for key, item in value.items():
+                out[key] = walk(item)
+            return out
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        if isinstance(value, tuple):
+            items = [walk(item) for item in value]
+            return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+        return copy.deepcopy(value)
+
+    copied = walk(tree)
+    if any(device.startswith("cuda") for device, _ in storages):
+        torch.cuda.synchronize()
+    return copied
+
+
+class BackgroundSaver:
+    """Runs checkpoint jobs on one background thread, at most one in flight (see module doc).
+
+    A job is a callable that writes and publishes a checkpoint and returns its sink events; it
+    must touch only snapshots (never live tensors) and never a sink.
+    """
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[list[Event]] | None = None
+        self._emit: Emit | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A save is in flight (or finished and not yet collected by `poll`/`wait`)."""
+        return self._pending is not None
+
+    def submit(self, job: Callable[[], list[Event]], *, emit: Emit) -> None:
+        """Wait for the previous save, then start `job`; `emit` receives its events later, on
+        the thread that collects them."""
+        self.wait()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-save")
+        self._pending, self._emit = self._pool.submit(job), emit
+
+    def poll(self) -> None:
+        """Cheap: if the save in flight has finished, emit its events (or raise its error)."""
+        if self._pending is not None and self._pending.done():
+            self.wait()
+
+    def wait(self) -> None:
+        """Block until the save in flight is durable, then emit its events on this thread.
+
+        Raises:
+            the job's own exception, if it failed (the checkpoint was then not committed: the
+            folder swap is atomic and the pointers move last).
+        """
+        pending, emit = self._pending, self._emit
+        if pending is None or emit is None:
+            return
+        self._pending = self._emit = None
+        for kind, payload in pending.result():
+            emit(kind, payload)
+
+    def close(self) -> None:
+        """Wait for the save in flight (raising its error), then stop the thread."""
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def __enter__(self) -> BackgroundSaver:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None:
+            self.close()
+            return
+        # The run is already failing: finish the save in flight (no thread may write after the
+        # call ends) and record its events if the sink still takes them, but let the run's own
+        # error propagate; a second failure is logged and noted on it, never lost.
+        try:
+            self.close()
+        except BaseException as second:  # noqa: BLE001 - reported, and the first error wins
+            log.error("the checkpoint save in flight also failed: %r", second)
+            exc.add_note(f"the checkpoint save in flight also failed: {second!r}")
+
+
+def owns_saver(fn: Callable[P, R]) -> Callable[P, R]:
+    """Give each call of `fn` its own BackgroundSaver as the keyword `saver` (unless the caller
+    passes one) and close it when the call ends, an exception included: a call never returns
+    or raises with a save still in flight."""
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        if kwargs.get("saver") is not None:
+            return fn(*args, **kwargs)
+        with BackgroundSaver() as saver:
+            kwargs["saver"] = saver
+            return fn(*args, **kwargs)
+
+    return call
+
