@@ -287,6 +287,13 @@ def test_dashboard_trains_watches_downloads_and_shows_collapse(
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == listed["best"]["sha256"]
     assert saved.stat().st_size == listed["best"]["size_bytes"]
     page.get_by_test_id("download-status-best").filter(has_text="sha256 matches").wait_for()
+    # picking another epoch re-renders the page (as every stream message does): the download's
+    # outcome stays (it once lived only in the table row that the next render replaced)
+    page.get_by_test_id("cm-epoch").select_option("1")
+    assert page.get_by_test_id("confusion").first.get_attribute("data-epoch") == "1"
+    assert page.get_by_test_id("download-status-best").inner_text() == "✓ sha256 matches"
+    assert page.get_by_test_id("download-status-best").get_attribute("data-verified") == "true"
+    page.get_by_test_id("cm-epoch").select_option(str(best_epoch))
     page_png = shot(page, artifacts, "02-job-completed")
     if DOC_IMAGES:
         doc = REPO_ROOT / "docs" / "img" / "job-page.png"

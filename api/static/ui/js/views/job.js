@@ -31,6 +31,9 @@ export function jobView(root, jobId) {
     warnings: new Map(), // epoch -> Set of messages
     test: null,
     checkpoints: [],
+    // name -> { sha256, text, verified, busy }: a download's outcome outlives re-renders (every
+    // stream message re-renders the table) and is dropped once the listing's sha256 changes
+    downloads: new Map(),
     connection: "connecting",
     selectedEpoch: null,
     pickedEpoch: false, // until the user picks one, the matrix follows the best (else latest)
@@ -184,21 +187,24 @@ export function jobView(root, jobId) {
     }
   }
 
-  async function download(checkpoint, button, status) {
-    button.disabled = true;
-    clear(status).append("downloading …");
+  async function download(checkpoint) {
+    const mark = (fields) => {
+      state.downloads.set(checkpoint.name, { sha256: checkpoint.sha256, ...fields });
+      scheduleRender();
+    };
+    mark({ text: "downloading …", busy: true });
     try {
       const { blob } = await downloadWithKey(
         `/v1/jobs/${jobId}/checkpoints/${checkpoint.name}/download`,
         `job-${jobId}-${checkpoint.name}.tar.gz`);
       const digest = await sha256Hex(blob);
-      clear(status).append(digest === null ? `${fmt.bytes(blob.size)} saved`
-        : digest === checkpoint.sha256 ? "✓ sha256 matches" : "✗ sha256 differs from the listing");
-      status.dataset.verified = String(digest === checkpoint.sha256);
+      mark({
+        text: digest === null ? `${fmt.bytes(blob.size)} saved`
+          : digest === checkpoint.sha256 ? "✓ sha256 matches" : "✗ sha256 differs from the listing",
+        verified: digest === null ? undefined : String(digest === checkpoint.sha256),
+      });
     } catch (err) {
-      clear(status).append(err instanceof ApiError ? err.describe() : err.message);
-    } finally {
-      button.disabled = false;
+      mark({ text: err instanceof ApiError ? err.describe() : err.message });
     }
   }
 
@@ -321,10 +327,17 @@ export function jobView(root, jobId) {
 
     clear(checkpointsEl);
     for (const c of state.checkpoints) {
-      const status = h("small", { class: "dl-status", "data-testid": `download-status-${c.name}` });
+      let done = state.downloads.get(c.name);
+      if (done && done.sha256 !== c.sha256) { // re-published since: the old outcome is stale
+        state.downloads.delete(c.name);
+        done = undefined;
+      }
+      const status = h("small", { class: "dl-status", "data-testid": `download-status-${c.name}`,
+        text: done ? done.text : "" });
+      if (done && done.verified !== undefined) status.dataset.verified = done.verified;
       const button = h("button", { type: "button", class: "secondary", text: "Download",
-        "data-testid": `download-${c.name}` });
-      button.addEventListener("click", () => download(c, button, status));
+        "data-testid": `download-${c.name}`, disabled: Boolean(done && done.busy) });
+      button.addEventListener("click", () => download(c));
       checkpointsEl.append(h("tr", { dataset: { name: c.name } },
         h("td", { text: c.name }),
         h("td", { text: c.step ? `${c.epoch} (step ${c.step})` : String(c.epoch) }),
