@@ -19,6 +19,7 @@ lint: install
 
 bench: install
 	.venv/bin/python benchmarks/trainer_vs_hf.py
+	.venv/bin/python benchmarks/checkpoint_stall.py
 	.venv/bin/python benchmarks/token_cache.py
 	.venv/bin/python benchmarks/service_overhead.py
 	.venv/bin/python benchmarks/api_throughput.py

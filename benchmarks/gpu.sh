@@ -45,4 +45,6 @@ step packing 90 $PY benchmarks/packing.py --model random-roberta-base --max-len 
     --batch-size 32 --steps 20 --warmup 3
 step packing_nodropout 90 $PY benchmarks/packing.py --model random-roberta-base --max-len 512 \
     --batch-size 32 --steps 20 --warmup 3 --dropout 0 --backends mask,varlen,flex
+# 3. Saving `last` off the training thread, GPU to host.
+step checkpoint 60 $PY benchmarks/checkpoint_stall.py --device cuda
 echo "logs in $OUT"
