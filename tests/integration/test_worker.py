@@ -84,6 +84,11 @@ def splits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: folder / f"{name}.jsonl" for name in sizes}
 
 
+# a step record as the loop logs it (tests set epoch and step)
+STEP = {"epoch_progress": 0.5, "total_steps": 30, "train_loss": 0.7, "lr": 1e-3,
+        "grad_norm": 1.0, "samples_per_s": 100.0}
+
+
 @dataclass
 class World:
     settings: Settings
@@ -119,6 +124,11 @@ class World:
         with self.sessions() as session:
             return list(session.scalars(sa.select(JobEvent).where(JobEvent.job_id == job_id)
                                         .order_by(JobEvent.id)))
+
+    def claim(self, job_id: str, worker_id: str) -> int | None:
+        """claim_job in its own transaction, with a 30 s lease: the fencing token, or None."""
+        with self.sessions() as session, session.begin():
+            return claim_job(session=session, job_id=job_id, worker_id=worker_id, lease_s=30)
 
     def expire_lease(self, job_id: str) -> None:
         with self.sessions() as session, session.begin():
@@ -204,14 +214,11 @@ def test_train_job_trains_records_and_finishes(world: World) -> None:
 
 def test_stale_token_cannot_write(world: World) -> None:
     job_id = world.submit()
-    with world.sessions() as session, session.begin():
-        first = claim_job(session=session, job_id=job_id, worker_id="w1", lease_s=30)
+    first = world.claim(job_id, "w1")
     assert first is not None
-    with world.sessions() as session, session.begin():  # a live lease is not taken over
-        assert claim_job(session=session, job_id=job_id, worker_id="w2", lease_s=30) is None
+    assert world.claim(job_id, "w2") is None  # a live lease is not taken over
     world.expire_lease(job_id)
-    with world.sessions() as session, session.begin():
-        second = claim_job(session=session, job_id=job_id, worker_id="w2", lease_s=30)
+    second = world.claim(job_id, "w2")
     assert second == first + 1
 
     stale = DbMetricSink(world.sessions, job_id, first)
@@ -235,17 +242,14 @@ def test_an_epoch_run_again_after_a_takeover_is_marked_replayed(world: World) ->
     checkpoint is the resume point; attempt 2 runs epoch 2 again. One row per epoch stays, and
     the second epoch-2 event says it replaces the first."""
     job_id = world.submit()
-    with world.sessions() as session, session.begin():
-        first = claim_job(session=session, job_id=job_id, worker_id="w1", lease_s=30)
+    first = world.claim(job_id, "w1")
     assert first is not None
-    step = {"epoch": 2, "epoch_progress": 0.5, "total_steps": 30, "train_loss": 0.7, "lr": 1e-3,
-            "grad_norm": 1.0, "samples_per_s": 100.0}
+    step = {**STEP, "epoch": 2}
     for epoch in (1, 2):
         DbMetricSink(world.sessions, job_id, first).log_epoch({"epoch": epoch, "f1": 0.4})
     DbMetricSink(world.sessions, job_id, first).log_step({**step, "step": 15})
     world.expire_lease(job_id)
-    with world.sessions() as session, session.begin():
-        second = claim_job(session=session, job_id=job_id, worker_id="w2", lease_s=30)
+    second = world.claim(job_id, "w2")
     assert second == first + 1
     for epoch in (2, 3):  # resumed after epoch 1
         DbMetricSink(world.sessions, job_id, second).log_step({**step, "step": epoch * 10 - 5,
@@ -274,11 +278,9 @@ def test_steps_written_behind_the_training_thread_keep_their_order_and_their_fen
     one batch, in order, before the epoch record after them; a worker that lost the lease
     gets StaleLease from its next call and writes no step."""
     job_id = world.submit()
-    with world.sessions() as session, session.begin():
-        first = claim_job(session=session, job_id=job_id, worker_id="w1", lease_s=30)
+    first = world.claim(job_id, "w1")
     assert first is not None
-    step = {"epoch": 1, "epoch_progress": 0.5, "total_steps": 30, "train_loss": 0.7, "lr": 1e-3,
-            "grad_norm": 1.0, "samples_per_s": 100.0}
+    step = {**STEP, "epoch": 1}
     sink = WriteBehindSteps(DbMetricSink(world.sessions, job_id, first), min_interval_s=3600)
     for n in (5, 10, 15):
         sink.log_step({**step, "step": n})
@@ -292,8 +294,7 @@ def test_steps_written_behind_the_training_thread_keep_their_order_and_their_fen
     assert world.job(job_id).current_step == 15 and world.job(job_id).total_steps == 30
 
     world.expire_lease(job_id)
-    with world.sessions() as session, session.begin():
-        second = claim_job(session=session, job_id=job_id, worker_id="w2", lease_s=30)
+    second = world.claim(job_id, "w2")
     assert second == first + 1
     stale = WriteBehindSteps(DbMetricSink(world.sessions, job_id, first))
     stale.log_step({**step, "step": 20})  # returns: the write happens behind
@@ -387,8 +388,7 @@ def test_events_are_committed_then_announced_on_redis(world: World) -> None:
     from worker.sinks import RedisEventPublisher, events_channel
 
     job_id = world.submit()
-    with world.sessions() as session, session.begin():
-        token = claim_job(session=session, job_id=job_id, worker_id="w1", lease_s=30)
+    token = world.claim(job_id, "w1")
     assert token is not None
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     pubsub = client.pubsub()
@@ -504,8 +504,7 @@ def test_a_rollback_is_a_running_transition_and_an_event_and_replays_over_the_ap
     from tests.integration.api_fixtures import epoch_record
 
     job_id = world.submit()
-    with world.sessions() as session, session.begin():
-        token = claim_job(session=session, job_id=job_id, worker_id="w1", lease_s=30)
+    token = world.claim(job_id, "w1")
     assert token is not None
     sink = DbMetricSink(world.sessions, job_id, token)
     sink.event("evaluation", _evaluation(5, 1, 0))  # inside the grace: not separating yet
@@ -534,8 +533,7 @@ def test_a_rollback_is_a_running_transition_and_an_event_and_replays_over_the_ap
 
     # fenced like every other write: a worker that lost the lease records no rollback
     world.expire_lease(job_id)
-    with world.sessions() as session, session.begin():
-        assert claim_job(session=session, job_id=job_id, worker_id="w2", lease_s=30)
+    assert world.claim(job_id, "w2")
     with pytest.raises(StaleLease):
         sink.event("rollback", {**payload, "rollback": 2})
     assert [e.kind for e in world.events(job_id)].count("rollback") == 1

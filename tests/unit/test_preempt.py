@@ -12,7 +12,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -196,22 +198,36 @@ def test_preempted_again_and_again_then_resumed_elsewhere_from_the_store(splits,
     assert without_timing(records) == without_timing(jsonl(reference / "metrics.jsonl"))
 
 
+def straight_and_resumed(tmp_path: Path, splits: dict[str, Path], cfg: dict[str, Any], *,
+                         step: int, check: Callable[[RunResult], None],
+                         ) -> tuple[RunResult, RunResult]:
+    """`cfg` trained straight through in tmp_path/a, and in tmp_path/b preempted at optimizer
+    `step` (`check` looks at that first run) then resumed: the two end in the same state."""
+    straight, _ = train_in(tmp_path / "a", splits, store=LocalArtifactStore(tmp_path / "sa"),
+                           config=cfg)
+    store = LocalArtifactStore(tmp_path / "sb")
+    first, _ = train_in(tmp_path / "b", splits, store=store, preempt=PreemptAt(step=step),
+                        config=cfg)
+    check(first)
+    second, _ = train_in(tmp_path / "b", splits, store=store, config=cfg)
+    assert second.outcome == straight.outcome and second.global_step == straight.global_step
+    assert_same_state(tmp_path / "a", tmp_path / "b")
+    return straight, second
+
+
 def test_accumulation_preempts_only_at_optimizer_steps_and_resumes_exactly(splits, tmp_path):
     # 800 / 4 = 200 micro-batches in groups of 3: 66 full ones and a last one of 2. One epoch:
     # the outcome (completed or collapsed) does not matter, only that both runs agree.
     cfg = {**CFG, "accumulation_steps": 3, "epochs": 1}
-    straight, _ = train_in(tmp_path / "a", splits, store=LocalArtifactStore(tmp_path / "sa"),
-                           config=cfg)
-    store = LocalArtifactStore(tmp_path / "sb")
-    first, _ = train_in(tmp_path / "b", splits, store=store, preempt=PreemptAt(step=20),
-                        config=cfg)
-    assert first.outcome == StopReason.PREEMPTED and "batch 60 of 200" in first.message
-    state = torch.load(tmp_path / "b" / "checkpoints" / "last" / "training_state.pt",
-                       weights_only=True)
-    assert state["batches_done_in_epoch"] == 60 and state["global_step"] == 20
-    second, _ = train_in(tmp_path / "b", splits, store=store, config=cfg)
-    assert second.outcome == straight.outcome and second.global_step == straight.global_step == 67
-    assert_same_state(tmp_path / "a", tmp_path / "b")
+
+    def at_preemption(first: RunResult) -> None:
+        assert first.outcome == StopReason.PREEMPTED and "batch 60 of 200" in first.message
+        state = torch.load(tmp_path / "b" / "checkpoints" / "last" / "training_state.pt",
+                           weights_only=True)
+        assert state["batches_done_in_epoch"] == 60 and state["global_step"] == 20
+
+    straight, second = straight_and_resumed(tmp_path, splits, cfg, step=20, check=at_preemption)
+    assert second.global_step == straight.global_step == 67
     assert without_timing(jsonl(tmp_path / "b" / "metrics.jsonl")) == \
         without_timing(jsonl(tmp_path / "a" / "metrics.jsonl"))
 
@@ -247,14 +263,10 @@ def test_length_bucketed_batches_resume_exactly(splits, tmp_path):
     """Stratified length buckets are a pure function of (seed, epoch) too: a run preempted
     mid-epoch resumes into the very batches the uninterrupted run saw."""
     cfg = {**CFG, "group_by_length": True, "epochs": 1}
-    straight, _ = train_in(tmp_path / "a", splits, store=LocalArtifactStore(tmp_path / "sa"),
-                           config=cfg)
-    store = LocalArtifactStore(tmp_path / "sb")
-    first, _ = train_in(tmp_path / "b", splits, store=store, preempt=PreemptAt(step=77),
-                        config=cfg)
-    assert first.outcome == StopReason.PREEMPTED and "batch 77 of 200" in first.message
-    second, _ = train_in(tmp_path / "b", splits, store=store, config=cfg)
-    assert second.outcome == straight.outcome and second.global_step == straight.global_step
-    assert_same_state(tmp_path / "a", tmp_path / "b")
+
+    def at_preemption(first: RunResult) -> None:
+        assert first.outcome == StopReason.PREEMPTED and "batch 77 of 200" in first.message
+
+    straight_and_resumed(tmp_path, splits, cfg, step=77, check=at_preemption)
     assert without_timing(jsonl(tmp_path / "b" / "steps.jsonl")) == \
         without_timing(jsonl(tmp_path / "a" / "steps.jsonl"))
