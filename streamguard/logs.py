@@ -102,6 +102,7 @@ def configure_logging(settings: LogSettings) -> None:
         handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
         root.setLevel(settings.level or "INFO")
+        logging.captureWarnings(True)  # Python warnings as JSON records, not raw stderr text
         for name in PROGRAM_LOGGERS:
             logger = logging.getLogger(name)
             for own in list(logger.handlers):

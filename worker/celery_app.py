@@ -18,7 +18,6 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import (
-    setup_logging,
     task_postrun,
     task_prerun,
     worker_init,
@@ -26,9 +25,10 @@ from celery.signals import (
 )
 
 from streamguard.contract import TRAIN_TASK, celery_config
-from streamguard.logs import configure_logging, job_id_var
+from streamguard.logs import job_id_var
 from streamguard.settings import get_settings
 from worker import metrics, runtime, sweeper
+from worker.logs import install_json_logging
 
 log = logging.getLogger("streamguard.worker")
 
@@ -64,13 +64,7 @@ def _serve_metrics(sender: Any = None, **_kwargs: Any) -> None:
     metrics.serve(get_settings().worker, getattr(sender, "pool_cls", None))
 
 
-def _json_logging(**_kwargs: Any) -> None:
-    """Celery leaves logging to us when this receiver is connected: JSON lines on stderr."""
-    configure_logging(settings.log)
-
-
-if settings.log.format == "json":  # text: Celery's own format, as before
-    setup_logging.connect(_json_logging)
+install_json_logging(settings.log)  # SG_LOG__FORMAT=json; text: Celery's format, as before
 
 
 @task_prerun.connect
