@@ -70,6 +70,8 @@ class ApiMetrics:
             "status code.", ["method", "route", "status"], buckets=DURATION_BUCKETS,
             registry=self.registry)
         self._state: StateCollector | None = None
+        #: (method, route, status) -> its counter and histogram children; bounded like the labels.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def watch_state(self, collector: StateCollector) -> None:
         """Add (or replace, on a second lifespan) the collector of jobs, queues and streams."""
@@ -79,9 +81,14 @@ class ApiMetrics:
         self.registry.register(collector)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        labels = (method if method in KNOWN_METHODS else "other", route, str(status))
-        self.requests.labels(*labels).inc()
-        self.duration.labels(*labels).observe(seconds)
+        key = (method if method in KNOWN_METHODS else "other", route, status)
+        children = self._children.get(key)
+        if children is None:  # labels() takes a lock and builds the key each time: once here
+            labels = (key[0], route, str(status))
+            children = self._children[key] = (self.requests.labels(*labels),
+                                              self.duration.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type (runs the state collector)."""
