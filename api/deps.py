@@ -32,6 +32,7 @@ from streamguard.contract import ID_PATTERN
 from streamguard.db import tenants
 from streamguard.db.jobs import get_job_or_raise
 from streamguard.db.models import Job
+from streamguard.logs import tenant_var
 from streamguard.settings import Settings
 from streamguard.storage import ArtifactStore
 
@@ -150,6 +151,7 @@ async def get_current_tenant(
     principal = key_cache(request).get(digest)
     if principal is None:
         principal = await run_in_threadpool(_lookup_key, request, key, digest)
+    tenant_var.set(principal.id)  # the request's log lines name it (reset by the middleware)
     await meter(request, settings, digest)
     return principal
 
@@ -160,6 +162,7 @@ def get_current_tenant_blocking(request: Request, session: Session, settings: Se
     key = _key_of(credentials)
     digest = tenants.hash_key(key)
     principal = verify_key(session, key_cache(request), key, digest)
+    tenant_var.set(principal.id)  # this thread's log lines name it
     check_rate(request, settings, digest)
     return principal
 

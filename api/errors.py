@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
-from contextvars import ContextVar
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,6 +40,7 @@ from streamguard.errors import (
     StreamGuardError,
     TooManyRequests,
 )
+from streamguard.logs import request_id_var
 from streamguard.storage import ArtifactNotFound
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,8 @@ REQUEST_ID_SCOPE_KEY = "streamguard.request_id"
 REQUEST_ID_HEADER = "X-Request-ID"
 #: Set in the scope once an unexpected exception was logged, so it is logged once.
 LOGGED_SCOPE_KEY = "streamguard.error_logged"
-#: The id of the request being handled (set by the middleware; read by every error response).
-request_id_var: ContextVar[str | None] = ContextVar("streamguard_request_id", default=None)
+# `request_id_var` (streamguard.logs): the id of the request being handled, set by the
+# middleware, read by every error response and by the JSON log formatter.
 
 
 def new_request_id() -> str:

@@ -2,11 +2,12 @@
 
     uvicorn api.main:app --host 0.0.0.0 --port 8000
 
-Everything is under /v1 (plus /healthz and /readyz). The engine, session factories, artifact
-store, rate limiter and key cache are built once per app in the lifespan from Settings, and the
-worker-thread pool is sized there (`api.threads`, default the database pool's size plus its
-overflow: requests queue for a thread, holding nothing, rather than for a pooled connection
-while holding a thread); the Celery producer on first use.
+Everything is under /v1 (plus /healthz, /readyz and /metrics, Prometheus's format). The
+engine, session factories, artifact store, rate limiter and key cache are built once per app
+in the lifespan from Settings, and the worker-thread pool is sized there (`api.threads`,
+default the database pool's size plus its overflow: requests queue for a thread, holding
+nothing, rather than for a pooled connection while holding a thread); the Celery producer on
+first use.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from fastapi import FastAPI
 from api.dependency_errors import register_dependency_handlers
 from api.errors import register_handlers
 from api.keycache import KeyCache
+from api.metrics import ApiMetrics, StateCollector
 from api.middleware import install_edge
 from api.openapi import install as install_openapi
 from api.ratelimit import build_rate_limiter
 from api.routes import checkpoints, datasets, events, health, jobs, predict, report, ui
+from api.routes import metrics as metrics_route
 from api.streams import EventHub
 from streamguard.db.session import make_engine, make_read_session_factory, make_session_factory
+from streamguard.logs import configure_logging
 from streamguard.settings import Settings, get_settings
 from streamguard.storage import store_from_uri
 from streamguard.version import package_version
@@ -53,6 +57,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis_socket_timeout_s=settings.redis.socket_timeout_s,
         redis_connect_timeout_s=settings.redis.connect_timeout_s)
     await hub.start()
+    metrics: ApiMetrics | None = getattr(app.state, "metrics", None)
+    if metrics is not None:
+        metrics.watch_state(StateCollector(settings, app.state.read_session_factory,
+                                           lambda: hub.listeners))
     try:
         yield
     finally:
@@ -68,6 +76,7 @@ def api_threads(settings: Settings) -> int:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API. With `settings`, they replace `get_settings()` for this app (tests, embedding)."""
     settings = settings or get_settings()
+    configure_logging(settings.log)  # before anything logs; uvicorn's loggers too (json)
     app = FastAPI(title="StreamGuard", version=package_version(), lifespan=lifespan,
                   summary="Training as a service for vulnerable-code classifiers whose training "
                           "loop cannot collapse silently.",
@@ -79,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_edge(app, settings)  # middleware, CORS, id/name checks: before the routers
     for module in (health, datasets, jobs, events, checkpoints, predict, report, ui):
         app.include_router(module.router)
+    if settings.api.metrics:
+        app.include_router(metrics_route.router)
     return app
 
 

@@ -4,6 +4,7 @@
 pure ASGI (no `BaseHTTPMiddleware`: it would buffer and re-task every request); outermost first:
 
     RequestIdMiddleware   X-Request-ID on every response (a sane incoming one is echoed)
+    MetricsMiddleware     (api.metrics) counts and times requests by route template and status
     CORS                  only when `api.cors_origins` is set (refusals in the error shape)
     CatchAllMiddleware    any unexpected exception: logged with the request id, 500 in the shape
     BodyLimitMiddleware   (api.limits) body size counted WHILE READING (413), JSON nesting
@@ -37,9 +38,10 @@ from api.errors import (
     is_upload,
     log_unexpected,
     new_request_id,
-    request_id_var,
 )
 from api.limits import CONTROL_RE, MIB, MULTIPART_OVERHEAD, BodyLimitMiddleware
+from api.metrics import ApiMetrics, MetricsMiddleware
+from streamguard.logs import request_id_var, tenant_var
 from streamguard.settings import Settings
 
 #: An incoming X-Request-ID is echoed only when it looks like an id (else a new one is made).
@@ -78,9 +80,11 @@ class RequestIdMiddleware:
             await send(message)
 
         token = request_id_var.set(request_id)
+        tenant_token = tenant_var.set(None)  # the auth dependency sets it (for the logs)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            tenant_var.reset(tenant_token)
             request_id_var.reset(token)
 
 
@@ -237,6 +241,9 @@ def install_edge(app: FastAPI, settings: Settings) -> None:
             expose_headers=[REQUEST_ID_HEADER, "Retry-After", "Content-Disposition",
                             "Content-Range", "Accept-Ranges", "Location"],
             max_age=600)
+    if api.metrics:
+        app.state.metrics = metrics = ApiMetrics()
+        app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     install_log_redaction()
 

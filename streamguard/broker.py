@@ -9,6 +9,7 @@ retry, which rides over a pooled connection that went stale while the broker res
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,31 @@ def check_broker(settings: Settings) -> None:
     with Connection(settings.broker.url,  # type: ignore[no-untyped-call]
                     connect_timeout=timeout, transport_options=options) as conn:
         conn.default_channel  # noqa: B018 - connecting and opening the channel is the round trip
+
+
+def queue_depths(settings: Settings, queues: Sequence[str]) -> dict[str, int]:
+    """Messages waiting in each of `queues` (for the API's /metrics), in one connection with
+    the probe's timeouts: Redis answers LLENs, AMQP a passive declare, the filesystem broker
+    counts files. A queue the broker does not know yet holds nothing (0). Raises when the
+    broker does not answer.
+    """
+    from kombu.connection import Connection
+    from kombu.exceptions import ChannelError
+
+    timeout = operation_timeout_s(settings)
+    options = {**producer_transport_options(settings), "max_retries": 0}  # one attempt
+    depths: dict[str, int] = {}
+    with Connection(settings.broker_url_resolved(),  # type: ignore[no-untyped-call]
+                    connect_timeout=timeout, transport_options=options) as conn:
+        channel = conn.channel()
+        for queue in queues:
+            try:
+                depths[queue] = int(channel.queue_declare(queue=queue, passive=True)
+                                    .message_count)
+            except ChannelError:  # kombu's virtual transports: no such queue yet
+                depths[queue] = 0
+            except conn.channel_errors:  # AMQP 404 NOT_FOUND closes the channel
+                depths[queue] = 0
+                channel = conn.channel()
+        channel.close()
+    return depths

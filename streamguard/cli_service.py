@@ -120,8 +120,11 @@ def embedded_env(data_dir: Path) -> dict[str, str]:
 
     Inherited SG_ settings (a Postgres URL, Redis, S3) are dropped on purpose: `up` is the
     no-server deployment, and a half-inherited configuration would split state across two.
+    Those that hold no state are passed on: the log format and level (`SG_LOG__*`) and the
+    worker's metrics port (`SG_WORKER__METRICS_*`).
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SG_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SG_") or k.startswith(INHERITED_SETTINGS)}
     env.update({
         "SG_ENV": "dev",
         "SG_DATA_DIR": str(data_dir),
@@ -130,6 +133,10 @@ def embedded_env(data_dir: Path) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
     })
     return env
+
+
+#: SG_ variables `up` passes on to its children (embedded_env).
+INHERITED_SETTINGS = ("SG_LOG__", "SG_WORKER__METRICS_")
 
 
 class Services:
@@ -288,6 +295,12 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     import logging
 
+    from streamguard.logs import configure_logging
+    from streamguard.settings import get_log_settings
+
+    # `up`'s own log lines in its children's format (SG_LOG__FORMAT=json: JSON on stderr; the
+    # banner and the demo's progress stay plain text on stdout, for the person reading them).
+    configure_logging(get_log_settings())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     data_dir = Path(args.data_dir).resolve()
     env = embedded_env(data_dir)

@@ -107,6 +107,12 @@ class WorkerSettings(BaseModel):
     #: None: torch's default (one per core, or OMP_NUM_THREADS). Several workers sharing one
     #: machine's CPUs: cores / workers each, or their threads fight over the same cores.
     torch_threads: int | None = Field(default=None, gt=0)
+    #: Prometheus metrics of this worker (samples/s, step and epoch time, GPU memory, guard
+    #: warnings and stops, checkpoint uploads) served over HTTP on this port; 0 (the default)
+    #: serves none. One port per worker process: several workers on one host need one each.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: Address the metrics port listens on (0.0.0.0 in containers, for the Prometheus server).
+    metrics_host: str = "127.0.0.1"
 
 
 class InferenceSettings(BaseModel):
@@ -128,6 +134,20 @@ class InferenceSettings(BaseModel):
     result_backend_url: str | None = None
     #: Results nobody collected are deleted after this (the inference worker cleans them).
     result_expires_s: int = Field(default=3600, gt=0)
+
+
+class LogSettings(BaseModel):
+    """Log output of every process (API, workers, `streamguard up`).
+
+    `text` keeps each program's own format (uvicorn's, Celery's). `json` writes one JSON object
+    per line: time (ISO 8601, UTC), level, logger, message, and request_id, tenant and job_id
+    where known, plus exc_info (docs/operations.md).
+    """
+
+    format: Literal["text", "json"] = "text"
+    #: The root logger's level; None keeps each program's own (uvicorn INFO, Celery's
+    #: --loglevel); in `json` format None means INFO.
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = None
 
 
 class ApiSettings(BaseModel):
@@ -162,6 +182,9 @@ class ApiSettings(BaseModel):
     allowed_hub_models: list[str] | None = None
     #: Train/val row overlap (identical functions) above this fraction is a warning on the job.
     overlap_warn_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
+    #: Serve Prometheus metrics at GET /metrics (no API key, like /healthz: keep it off the
+    #: public network or set False). They name no tenant, job or key.
+    metrics: bool = True
 
 
 class Settings(BaseSettings):
@@ -185,6 +208,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")
     def _derive_and_check(self) -> Settings:
@@ -303,6 +327,19 @@ def url_secret_problem(url: str) -> str | None:
     if len(set(secret)) == 1:
         return "has a password of one repeated character"
     return None
+
+
+class _LogOnly(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SG_", env_nested_delimiter="__",
+                                      extra="ignore")
+
+    log: LogSettings = Field(default_factory=LogSettings)
+
+
+def get_log_settings() -> LogSettings:
+    """Only the `log` section from the environment (`streamguard up`, whose other settings are
+    its own and must not fail on an inherited SG_ variable)."""
+    return _LogOnly().log
 
 
 @lru_cache

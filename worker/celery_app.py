@@ -17,11 +17,18 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+)
 
-from streamguard.contract import celery_config
+from streamguard.contract import TRAIN_TASK, celery_config
+from streamguard.logs import job_id_var
 from streamguard.settings import get_settings
-from worker import runtime, sweeper
+from worker import metrics, runtime, sweeper
+from worker.logs import install_json_logging
 
 log = logging.getLogger("streamguard.worker")
 
@@ -49,6 +56,27 @@ def _torch_threads(**_kwargs: Any) -> None:
     threads = runtime.set_torch_threads(wanted)
     log.info("torch: %d intra-op thread(s) (worker.torch_threads: %s)", threads,
              "torch's default" if wanted is None else wanted)
+
+
+@worker_init.connect
+def _serve_metrics(sender: Any = None, **_kwargs: Any) -> None:
+    """The Prometheus port (`worker.metrics_port`; worker/metrics.py) of this worker."""
+    metrics.serve(get_settings().worker, getattr(sender, "pool_cls", None))
+
+
+install_json_logging(settings.log)  # SG_LOG__FORMAT=json; text: Celery's format, as before
+
+
+@task_prerun.connect
+def _bind_job(task: Any = None, args: Any = None, **_kwargs: Any) -> None:
+    """Every log line of a training task (and of the threads it starts) names its job."""
+    if getattr(task, "name", None) == TRAIN_TASK and args:
+        job_id_var.set(str(args[0]))
+
+
+@task_postrun.connect
+def _unbind_job(**_kwargs: Any) -> None:
+    job_id_var.set(None)
 
 
 sweeper.install(app)  # the orphan sweeper on worker_ready; SIGTERM preempts the running job

@@ -41,6 +41,7 @@ from streamguard.settings import Settings, get_settings
 from streamguard.storage import ArtifactStore, sha256_file, store_from_uri
 from streamguard.training import data as _data  # noqa: F401 - torch loads at startup, not in
 from streamguard.training import model as _model  # noqa: F401 - the first request's wait
+from worker.logs import install_json_logging
 
 log = logging.getLogger("streamguard.inference")
 
@@ -55,6 +56,7 @@ app.conf.update(
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
 )
+install_json_logging(settings.log)  # SG_LOG__FORMAT=json; text: Celery's format, as before
 
 #: Seconds between deletions of results nobody read (a fraction of their lifetime).
 CLEANUP_EVERY_S = max(60.0, settings.inference.result_expires_s / 4)

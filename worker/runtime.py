@@ -12,6 +12,7 @@ dropped: `defer` sends it again for when that lease runs out. On the worker's SI
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import socket
@@ -202,7 +203,9 @@ class Heartbeat:
         self._credited_at = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}",
+        # In the task's context: its log lines name the job (streamguard.logs).
+        self._thread = threading.Thread(target=contextvars.copy_context().run,
+                                        args=(self._loop,), name=f"heartbeat-{job_id}",
                                         daemon=True)
 
     def __enter__(self) -> Heartbeat:

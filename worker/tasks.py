@@ -17,10 +17,12 @@ from streamguard.contract import TRAIN_TASK, JobStatus
 from streamguard.db.jobs import StaleLease
 from streamguard.errors import StreamGuardError
 from streamguard.settings import get_settings
+from streamguard.sinks import FanOutSink
 from streamguard.storage import store_from_uri
 from streamguard.training import run
 from worker import runtime
 from worker.celery_app import app
+from worker.metrics import WORKER_METRICS, PrometheusSink, TimedStore
 from worker.sinks import DbMetricSink, make_publisher
 from worker.write_behind import WriteBehindSteps
 
@@ -49,13 +51,15 @@ def train_job(self: Task, job_id: str) -> str | None:
     # A folder per attempt: the store's `last` is the resume point, never another process's
     # leftovers (a killed worker's half-written files, a stopped one that may still write).
     work_dir = settings.worker.work_dir / job_id / f"attempt-{token}"
-    store = store_from_uri(settings.storage.uri, endpoint_url=settings.storage.s3_endpoint_url)
+    plain = store_from_uri(settings.storage.uri, endpoint_url=settings.storage.s3_endpoint_url)
+    store = TimedStore(plain)  # checkpoint uploads timed for the worker's metrics
     # Step metrics are committed behind the training thread; every other record on it, fenced.
-    sink = WriteBehindSteps(DbMetricSink(factory, job_id, token, publisher))
+    steps = WriteBehindSteps(DbMetricSink(factory, job_id, token, publisher))
+    sink = FanOutSink([steps, PrometheusSink(WORKER_METRICS, uploads=store)])
     hb = runtime.Heartbeat(factory, job_id=job_id, token=token, lease_s=settings.worker.lease_s,
                            interval_s=settings.worker.heartbeat_s)
     status: JobStatus | None = None  # None: preempted, back to the queue
-    with hb, closing(sink):  # closing: steps still queued are written before the status
+    with hb, closing(steps):  # closing: steps still queued are written before the status
         try:
             spec = contract.load_job_spec(claim.spec)  # the one validation on this side
             limit = settings.worker.max_job_runtime_s
@@ -71,7 +75,7 @@ def train_job(self: Task, job_id: str) -> str | None:
                          store_prefix=contract.job_prefix(claim.tenant_id, job_id),
                          should_cancel=cancel, should_preempt=runtime.should_preempt(hb),
                          base_model=base, created_by=f"StreamGuard job {job_id}",
-                         cache=store if settings.worker.token_cache else None,
+                         cache=plain if settings.worker.token_cache else None,
                          cache_namespace=claim.tenant_id)
             if result.outcome != runtime.PREEMPTED:
                 status, message = runtime.outcome_status(result, cancel)

@@ -21,6 +21,7 @@ What it costs: step events reach SSE readers up to `min_interval_s` later, in sm
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -71,7 +72,9 @@ class WriteBehindSteps:
                 raise RuntimeError("log_step after close()")
             self._pending.append(dict(record))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
+                # In the caller's context: its log lines name the job (streamguard.logs).
+                self._thread = threading.Thread(target=contextvars.copy_context().run,
+                                                args=(self._run,), daemon=True,
                                                 name=f"steps-{self.sink.job_id}")
                 self._thread.start()
             self._cond.notify_all()

@@ -41,6 +41,16 @@ def test_embedded_env_drops_inherited_servers(tmp_path: Path,
     assert env["SG_STORAGE__URI"] == (tmp_path / "artifacts").as_uri()
 
 
+def test_embedded_env_passes_on_the_log_format_and_the_metrics_port(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SG_LOG__FORMAT", "json")
+    monkeypatch.setenv("SG_WORKER__METRICS_PORT", "9101")
+    monkeypatch.setenv("SG_WORKER__QUEUE", "elsewhere")  # state: still dropped
+    env = embedded_env(tmp_path)
+    assert env["SG_LOG__FORMAT"] == "json" and env["SG_WORKER__METRICS_PORT"] == "9101"
+    assert "SG_WORKER__QUEUE" not in env
+
+
 def test_sse_messages_parse_ids_kinds_data_and_skip_pings() -> None:
     lines = [": ping", "id: 7", "event: epoch", 'data: {"epoch": 1}', "", ": ping", "",
              "id: 8", "event: status", 'data: {"status": "completed"}', ""]

@@ -130,3 +130,22 @@ def test_docker_compose_config_validates() -> None:
                             capture_output=True, text=True, check=False,
                             env=os.environ | STRONG)
     assert result.returncode == 0, result.stderr
+
+
+def test_prometheus_scrapes_the_api_and_every_worker_on_its_metrics_port(
+        compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    prometheus = services["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:")
+    mount = next(v for v in prometheus["volumes"]
+                 if v.endswith(":/etc/prometheus/prometheus.yml:ro"))
+    config = yaml.safe_load((ROOT / mount.split(":")[0]).read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["streamguard-api"]["static_configs"][0]["targets"] == ["api:8000"]
+    assert "8000" in " ".join(services["api"]["command"])
+    (worker_sd,) = jobs["streamguard-worker"]["dns_sd_configs"]
+    worker_env = services["worker"]["environment"]
+    assert worker_sd["names"] == ["worker"]
+    assert str(worker_sd["port"]) == worker_env["SG_WORKER__METRICS_PORT"]
+    assert worker_env["SG_WORKER__METRICS_HOST"] == "0.0.0.0"  # reachable from prometheus
+    assert all(p.startswith("127.0.0.1:") for p in prometheus["ports"])  # no auth: loopback
