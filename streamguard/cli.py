@@ -140,13 +140,14 @@ def quiet_transformers() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    check_input_files(args, ("--train", "--val", "--test"))
+    # torch and transformers only now: bad flags and missing files fail in a fraction of a second
     from streamguard.cli_format import train_summary
     from streamguard.sinks import FanOutSink, JsonlSink, ListSink
     from streamguard.storage import LocalArtifactStore
     from streamguard.training import run
 
-    config = config_from_args(args)
-    check_input_files(args, ("--train", "--val", "--test"))
     quiet_transformers()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
