@@ -29,6 +29,13 @@ EXIT_CODES = {"completed": 0, "early_stopped": 0, "collapsed": 3, "non_finite_lo
               "cancelled": 5, "preempted": 6,  # 6: preempted; run again to resume
               "not_learning": 9}
 EXIT_INVALID = 2
+#: A command whose role's extra is not installed (`pip install 'streamguard[worker]'`).
+EXIT_MISSING_EXTRA = 1
+#: The extra that brings each optional top-level module (pyproject.toml).
+EXTRA_OF = {"torch": "worker", "transformers": "worker", "tokenizers": "worker",
+            "safetensors": "worker", "numpy": "worker", "celery": "api", "redis": "api",
+            "fastapi": "api", "uvicorn": "api", "sse_starlette": "api", "multipart": "api",
+            "matplotlib": "api", "boto3": "s3", "botocore": "s3", "psycopg": "postgres"}
 
 
 def _field_type(annotation: Any) -> tuple[Any, list[str] | None]:
@@ -242,6 +249,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"streamguard: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_INVALID
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"streamguard: error: `streamguard {args.command}` needs {exc.name}, which this "
+              f"installation lacks: pip install 'streamguard[{extra}]' (or [all])",
+              file=sys.stderr)
+        return EXIT_MISSING_EXTRA
 
 
 if __name__ == "__main__":

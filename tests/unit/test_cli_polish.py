@@ -115,6 +115,21 @@ def test_missing_and_bad_inputs_are_one_line_errors(tmp_path: Path,
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
+def test_a_command_whose_extra_is_missing_names_the_extra(tmp_path: Path) -> None:
+    """A client-only or API-only install (no torch) asked to train: which extra to install."""
+    train, val = _splits(tmp_path)
+    code = ("import sys; sys.modules['torch'] = None  # as if not installed\n"
+            "from streamguard.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "train", "--train", str(train), "--val",
+                           str(val), "--output-dir", str(tmp_path / "out"), "--model", "tiny"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "`streamguard train` needs torch" in proc.stderr
+    assert "pip install 'streamguard[worker]'" in proc.stderr
+
+
 def test_a_folder_that_is_no_model_is_refused_on_the_model_field(tmp_path: Path) -> None:
     from streamguard.errors import InvalidTrainConfig
     from streamguard.spec import TrainConfig
