@@ -1,4 +1,5 @@
-"""The `streamguard` command: `train`, `data ...`, and the service commands.
+"""StreamGuard: train vulnerable-code classifiers whose training cannot collapse silently, here
+or on a StreamGuard server.
 
     streamguard train --train train.jsonl --val valid.jsonl --output-dir runs/a --model tiny
 """
@@ -198,7 +199,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from streamguard.version import package_version
 
-    parser = CliParser(prog="streamguard", description=__doc__.split("\n")[0])
+    parser = CliParser(
+        prog="streamguard", description=" ".join(__doc__.split("\n")[:2]),
+        epilog="`streamguard COMMAND --help` lists a command's flags. Exit codes: 0 done, 2 "
+               "invalid input, 3 collapsed, 9 not learning (all of them: README.md, docs/cli.md).")
     parser.add_argument("--version", action="version",
                         version=f"streamguard {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
