@@ -110,6 +110,7 @@ class EventFollower:
 
     def events(self) -> Iterator[Event]:
         import httpx
+
         outage_since: float | None = None
         told: str | None = None  # the reason last printed in this outage: print each once
         delay = BACKOFF_FIRST_S
@@ -199,6 +200,7 @@ class EventFollower:
 def drop_reason(exc: httpx.TransportError) -> str:
     """Why a stream dropped, in a few words."""
     import httpx
+
     if isinstance(exc, httpx.ConnectError):
         return "connection refused: the server is not answering"
     if isinstance(exc, httpx.ReadTimeout):

@@ -63,6 +63,7 @@ def make_client(args: argparse.Namespace,
                 transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """An httpx client for the server, authenticated with the key (`transport`: tests)."""
     import httpx
+
     return httpx.Client(base_url=server_url(args), transport=transport,
                         headers={"Authorization": f"Bearer {api_key(args)}"},
                         timeout=httpx.Timeout(args.timeout, connect=min(args.timeout, 10.0)))
@@ -134,6 +135,7 @@ def check(response: httpx.Response) -> httpx.Response:
 def unreachable(url: str, exc: httpx.TransportError) -> ServerUnreachable:
     """A message naming the URL and what went wrong (refused, timeout, ...)."""
     import httpx
+
     if isinstance(exc, httpx.ConnectError):
         why = "connection refused or host not found; is the server running?"
     elif isinstance(exc, httpx.TimeoutException):
@@ -147,6 +149,7 @@ def unreachable(url: str, exc: httpx.TransportError) -> ServerUnreachable:
 def request(client: httpx.Client, method: str, path: str, **kw: Any) -> Any:
     """One request; the JSON of a 2xx answer, ApiError or ServerUnreachable otherwise."""
     import httpx
+
     try:
         response = client.request(method, path, **kw)
     except httpx.TransportError as exc:
@@ -225,6 +228,7 @@ def post_job(client: httpx.Client, body: dict[str, Any],
     """POST /v1/jobs; the checked response (201 a new job, 200 one already submitted with this
     Idempotency-Key)."""
     import httpx
+
     try:
         return check(client.post("/v1/jobs", json=body, headers=headers))
     except httpx.TransportError as exc:
@@ -239,6 +243,7 @@ def download_verified(client: httpx.Client, path: str, dest: Path, *, sha256: st
     """Stream `path` to `dest`, then check its size and sha256; a mismatch deletes `dest` and
     raises VerificationFailed. A 307 (S3 presigned URL) is followed without our key."""
     import httpx
+
     digest, written = hashlib.sha256(), 0
     try:
         with client.stream("GET", path, follow_redirects=False) as response:
