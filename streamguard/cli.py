@@ -1,4 +1,5 @@
-"""The `streamguard` command: `train`, `data ...`, and the service commands.
+"""StreamGuard: train vulnerable-code classifiers whose training cannot collapse silently, here
+or on a StreamGuard server.
 
     streamguard train --train train.jsonl --val valid.jsonl --output-dir runs/a --model tiny
 """
@@ -13,17 +14,29 @@ import sys
 import threading
 import types
 import typing
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from streamguard.cli_parser import CliParser
 from streamguard.errors import StreamGuardError
 from streamguard.spec import TrainConfig, parse_train_config
+
+# Nothing heavy at module level (no torch, transformers, httpx, sqlalchemy): `streamguard --help`
+# builds every subcommand's parser, and tests/unit/test_cli_polish.py holds it to that.
 
 EXIT_CODES = {"completed": 0, "early_stopped": 0, "collapsed": 3, "non_finite_loss": 4,
               "cancelled": 5, "preempted": 6,  # 6: preempted; run again to resume
               "not_learning": 9}
 EXIT_INVALID = 2
+#: A command whose role's extra is not installed (`pip install 'streamguard[worker]'`).
+EXIT_MISSING_EXTRA = 1
+#: The extra that brings each optional top-level module (pyproject.toml).
+EXTRA_OF = {"torch": "worker", "transformers": "worker", "tokenizers": "worker",
+            "safetensors": "worker", "numpy": "worker", "celery": "api", "redis": "api",
+            "fastapi": "api", "uvicorn": "api", "sse_starlette": "api", "multipart": "api",
+            "matplotlib": "api", "boto3": "s3", "botocore": "s3", "psycopg": "postgres"}
 
 
 def _field_type(annotation: Any) -> tuple[Any, list[str] | None]:
@@ -58,12 +71,46 @@ def config_fields_from_args(args: argparse.Namespace) -> dict[str, Any]:
     are still text, for TrainConfig (`train`) or JobConfig (`submit`) to parse."""
     data: dict[str, Any] = {}
     if getattr(args, "config", None):
-        data.update(json.loads(Path(args.config).read_text()))
+        data.update(read_config_file(Path(args.config)))
     for name in TrainConfig.model_fields:
         value = getattr(args, name, None)
         if value is not None:
             data[name] = value
     return data
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The `--config` JSON object, or a StreamGuardError naming the file and the problem."""
+    def bad(message: str) -> StreamGuardError:
+        return StreamGuardError(f"--config {path}: {message}", field="config")
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise bad("no such file (a JSON object of TrainConfig fields)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise bad(f"cannot read it ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise bad(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise bad(f"must hold a JSON object of TrainConfig fields, found {type(data).__name__}")
+    return data
+
+
+def check_input_files(args: argparse.Namespace, flags: Sequence[str]) -> None:
+    """Each named data file exists and is a file: refused before any model is loaded."""
+    for flag in flags:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value is None:
+            continue
+        path = Path(value)
+        if not path.exists():
+            raise StreamGuardError(f"{flag} {value}: no such file (a JSONL file of "
+                                   '{"func": ..., "target": 0|1} rows)', field=flag.lstrip("-"))
+        if not path.is_file():
+            raise StreamGuardError(f"{flag} {value}: not a file", field=flag.lstrip("-"))
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -84,12 +131,32 @@ def train_cache_dir(args: argparse.Namespace) -> Path | None:
     return Path(args.output_dir).resolve().parent / CACHE_DIR_NAME
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal: a log file gets the plain per-epoch lines, no `\\r`
+    frames."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def quiet_transformers() -> None:
+    """Our own bars and epoch lines are enough: no Hugging Face download bars. Imported here,
+    not at module level: `streamguard --help` must not load transformers."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    # its retry warnings would stand beside our one-line error for an unreachable hub model
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    check_input_files(args, ("--train", "--val", "--test"))
+    # torch and transformers only now: bad flags and missing files fail in a fraction of a second
+    from streamguard.cli_format import train_summary
     from streamguard.sinks import FanOutSink, JsonlSink, ListSink
     from streamguard.storage import LocalArtifactStore
     from streamguard.training import run
 
-    config = config_from_args(args)
+    quiet_transformers()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = train_cache_dir(args)
@@ -103,7 +170,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = run(config, train_path=args.train, val_path=args.val, test_path=args.test,
                      work_dir=out, sink=FanOutSink([JsonlSink(out / "metrics.jsonl"), history]),
-                     resume=args.resume, device=args.device, progress=not args.no_progress,
+                     resume=args.resume, device=args.device, progress=show_progress(args),
                      should_preempt=preempt.is_set,
                      cache=LocalArtifactStore(cache_dir) if cache_dir is not None else None)
     finally:
@@ -118,6 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                if (out / "checkpoints" / n).is_dir()},
                "model_dir": str(out / "model") if (out / "model").is_dir() else None}
     (out / "result.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    for line in train_summary(payload, result.history, out):
+        print(line)
     code = EXIT_CODES[result.outcome.value]
     if result.outcome.value == "preempted":
         print(f"streamguard: {result.message}; run the same command again to resume",
@@ -128,8 +197,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamguard", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from streamguard.version import package_version
+
+    parser = CliParser(
+        prog="streamguard", description=" ".join(__doc__.split("\n")[:2]),
+        epilog="`streamguard COMMAND --help` lists a command's flags. Exit codes: 0 done, 2 "
+               "invalid input, 3 collapsed, 9 not learning (all of them: README.md, docs/cli.md).")
+    parser.add_argument("--version", action="version",
+                        version=f"streamguard {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a collapse-guarded classifier on JSONL splits")
     p.add_argument("--train", required=True, help="training split (JSONL: func, target)")
@@ -140,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start over even if OUTPUT_DIR/checkpoints/last exists")
-    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no per-epoch progress bar (there is none unless stderr is a terminal)")
     p.add_argument("--cache-dir", default=None,
                    help="token cache: the trained scratch tokenizer and token ids, reused by "
                         f"runs on the same files [OUTPUT_DIR/../{CACHE_DIR_NAME}]")
@@ -164,9 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own per-epoch bar and report are enough
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -174,6 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     except StreamGuardError as exc:
         print(f"streamguard: error: {exc.message}", file=sys.stderr)
         return EXIT_INVALID
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        if exc.filename is None:  # not about a path the user gave: a bug, keep the traceback
+            raise
+        print(f"streamguard: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_INVALID
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"streamguard: error: `streamguard {args.command}` needs {exc.name}, which this "
+              f"installation lacks: pip install 'streamguard[{extra}]' (or [all])",
+              file=sys.stderr)
+        return EXIT_MISSING_EXTRA
 
 
 if __name__ == "__main__":

@@ -40,16 +40,30 @@ def _reporting_errors(handler: Handler) -> Handler:
         try:
             return handler(args)
         except StreamGuardError as exc:
-            _err(f"error: {exc.message}")
+            _err(f"streamguard: error: {exc.message}")
             return 2
 
     return run
+
+
+def _check_file(name: str, what: str) -> None:
+    """A file argument that does not exist (or is a folder) is refused by name, exit 2."""
+    path = Path(name)
+    if not path.exists():
+        raise StreamGuardError(f"{what} {name}: no such file", field=what.lower())
+    if not path.is_file():
+        raise StreamGuardError(f"{what} {name}: not a file", field=what.lower())
 
 
 @_reporting_errors
 def import_codexglue_cmd(args: argparse.Namespace) -> int:
     """Write train/valid/test JSONL from CodeXGLUE function.json and its split index files."""
     from streamguard.datasets import import_codexglue
+
+    _check_file(args.function_json, "FUNCTION_JSON")
+    if not Path(args.split_dir).is_dir():
+        raise StreamGuardError(f"--split-dir {args.split_dir}: no such folder (it holds "
+                               "train.txt, valid.txt and test.txt)", field="split_dir")
 
     counts = import_codexglue(Path(args.function_json), Path(args.split_dir), Path(args.out))
     for split, n in counts.items():
@@ -67,10 +81,15 @@ def _load_tokenizer(args: argparse.Namespace) -> Any:
     if args.tokenizer:
         from transformers import AutoTokenizer
 
+        from streamguard.cli import quiet_transformers
+
+        quiet_transformers()
+
         try:
             return AutoTokenizer.from_pretrained(args.tokenizer)
         except (OSError, ValueError) as exc:
-            raise StreamGuardError(f"cannot load tokenizer {args.tokenizer!r}: {exc}",
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StreamGuardError(f"cannot load tokenizer {args.tokenizer!r}: {reason}",
                                    field="tokenizer") from exc
     return None
 
@@ -83,6 +102,8 @@ def inspect_cmd(args: argparse.Namespace) -> int:
     if args.train_tokenizer and args.tokenizer:
         raise StreamGuardError("give --tokenizer or --train-tokenizer, not both",
                                field="tokenizer")
+    for name in args.files:
+        _check_file(name, "FILE")
     stats = inspect_files(args.files, tokenizer=_load_tokenizer(args), max_len=args.max_len)
     if args.train_tokenizer:
         stats["tokenizer"] = f"byte-level BPE, 8000 tokens, trained on {args.files[0]}"

@@ -13,12 +13,13 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from streamguard.errors import StreamGuardError
 from streamguard.remote import VerificationFailed, download_verified, request
+
+if TYPE_CHECKING:  # imported where used: `streamguard --help` stays fast
+    import httpx
 
 
 def fetch_checkpoint(client: httpx.Client, job: str, name: str, out: Path, *,

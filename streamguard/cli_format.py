@@ -176,3 +176,29 @@ def describe_dataset(ds: Mapping[str, Any]) -> list[str]:
         lines.append(f"  length (chars): min {chars['min']}, median {chars['p50']}, "
                      f"p90 {chars['p90']}, p99 {chars['p99']}, max {chars['max']}")
     return lines
+
+
+# --- a local run (`streamguard train`) ---------------------------------------------------------
+
+def train_summary(result: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
+                  out_dir: Any) -> list[str]:
+    """What `streamguard train` prints last: the epoch table, then the result, the best
+    epoch's metric, the best checkpoint and the model folder (from its `result.json` payload)."""
+    lines = ["", epoch_header(), *(fixed_row(epoch_cells(r)) for r in history)] if history \
+        else []
+    metric = (result.get("config") or {}).get("selection_metric", "f1")
+    best = result.get("best_epoch")
+    best_text = "-" if best is None else \
+        f"epoch {best}, {metric} {num(result.get('best_metric'), 4)}"
+    checkpoints = result.get("checkpoints") or {}
+    rows = [("outcome", f"{result['outcome']}: {result['message']}"),
+            ("best", best_text),
+            ("best checkpoint", checkpoints.get("best") or "- (no epoch passed the guard)"),
+            ("model", result.get("model_dir") or "-"),
+            ("metrics", f"{out_dir}/metrics.jsonl, {out_dir}/result.json")]
+    test = result.get("test_metrics")
+    if test:
+        rows.insert(2, ("test", f"acc {num(test.get('accuracy'), 3)}  F1 {num(test.get('f1'), 3)}"
+                                f"  MCC {num(test.get('mcc'), 3)} (best checkpoint)"))
+    width = max(len(k) for k, _ in rows)
+    return [*lines, "", *(f"{k + ':':<{width + 1}} {v}" for k, v in rows)]

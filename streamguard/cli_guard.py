@@ -17,13 +17,14 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from streamguard.errors import StreamGuardError
 from streamguard.remote import add_remote_flags, make_client, request
 from streamguard.spec import TrainConfig, parse_train_config
+
+if TYPE_CHECKING:  # imported where used: `streamguard --help` stays fast
+    import httpx
 
 PAGE = 200  # the API's largest page (events and metrics)
 

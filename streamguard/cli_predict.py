@@ -210,11 +210,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise StreamGuardError(f"--batch-size {args.batch_size}: allowed 1 or more")
     rows = read_inputs(args.inputs)  # before any download or model load: fail fast
-    progress = not args.no_progress
+    progress = not args.no_progress and sys.stderr.isatty()  # no `\r` frames in a log file
     model_dir = resolve_model(args, progress=progress)
 
+    from streamguard.cli import quiet_transformers
     from streamguard.predict import Predictor
 
+    quiet_transformers()
     predictor = Predictor(model_dir, device=args.device, batch_size=args.batch_size)
     bar: Any = None
     if progress:

@@ -31,9 +31,8 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import httpx
 from pydantic import ValidationError
 
 from streamguard.cli import add_config_flags, config_fields_from_args
@@ -67,6 +66,9 @@ from streamguard.remote import (
     upload,
 )
 from streamguard.spec import describe_validation_error
+
+if TYPE_CHECKING:  # imported where used: `streamguard --help` stays fast
+    import httpx
 
 EXIT_REFUSED = 2
 EXIT_UNREACHABLE = 10
@@ -258,7 +260,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     with make_client(args) as client:
         chosen, expected, partial = fetch_checkpoint(
             client, args.job, args.checkpoint, out, expect_sha256=args.expect_sha256,
-            progress=not args.no_progress)
+            progress=not args.no_progress and sys.stderr.isatty())
     where = place_checkpoint(partial, out, job=args.job, name=chosen["name"],
                              archive=args.archive, force=args.force)
     metrics = chosen.get("metrics") or {}

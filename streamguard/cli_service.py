@@ -1,5 +1,7 @@
-"""Service commands: `streamguard keys create` and `streamguard up` (the embedded default).
+"""Service commands: `streamguard db upgrade`, `streamguard keys create` and `streamguard up`
+(the embedded default).
 
+    streamguard db upgrade                           # migrate SG_DB__URL's database to head
     streamguard keys create --tenant acme            # prints a new API key once
     streamguard up                                   # API on :8000 + one worker, then a demo job
     streamguard up --no-demo --port 8080 --data-dir /srv/streamguard
@@ -59,7 +61,17 @@ def say(text: str = "") -> None:
 
 
 def register(sub: Any) -> None:
-    """Add `keys` and `up` to the `streamguard` subcommands."""
+    """Add `db`, `keys` and `up` to the `streamguard` subcommands."""
+    db = sub.add_parser("db", help="migrate the database schema (the migrations ship inside "
+                                   "the package: no alembic.ini or checkout needed)")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    p = db_sub.add_parser("upgrade", help="migrate the database to a revision (default: head)")
+    p.add_argument("--revision", default="head", help="an Alembic revision id, or head")
+    p.add_argument("--data-dir", default=None,
+                   help="the embedded deployment's folder (default: settings, i.e. SG_DB__URL "
+                        f"or {DEFAULT_DATA_DIR})")
+    p.set_defaults(handler=cmd_db_upgrade)
+
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     p = keys_sub.add_parser("create", help="create an API key for a tenant (printed once)")
@@ -81,6 +93,26 @@ def register(sub: Any) -> None:
     p.add_argument("--exit-after-demo", action="store_true",
                    help="stop the services once the demo job has finished (tests, CI)")
     p.set_defaults(handler=cmd_up)
+
+
+# --- db ---------------------------------------------------------------------------------------
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from sqlalchemy.engine import make_url
+
+    from streamguard.db.migrate import upgrade
+
+    settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else get_settings()
+    url = settings.db.url
+    if url.startswith("sqlite:///"):  # SQLite makes the file, not its folder
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    upgrade(url, args.revision)
+    say(f"database {make_url(url).render_as_string(hide_password=True)} migrated to "
+        f"{args.revision}")
+    return 0
 
 
 # --- keys ---------------------------------------------------------------------------------------

@@ -15,9 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
-
-import httpx
+from typing import TYPE_CHECKING, Any, TextIO
 
 from streamguard.cli import EXIT_CODES
 from streamguard.cli_format import (
@@ -32,6 +30,9 @@ from streamguard.cli_format import (
 from streamguard.contract import JobStatus
 from streamguard.event_stream import Event, EventFollower
 from streamguard.remote import request_patiently
+
+if TYPE_CHECKING:  # imported where used: `streamguard --help` stays fast
+    import httpx
 
 WATCH_EXIT = {**{k: v for k, v in EXIT_CODES.items() if k != "preempted"},
               JobStatus.TIMED_OUT.value: 7, JobStatus.FAILED.value: 8}
@@ -129,7 +130,8 @@ class WatchPrinter:
 def follow(client: httpx.Client, job_id: str, args: argparse.Namespace) -> int:
     """Print the job's events until it ends; its exit code (WATCH_EXIT)."""
     jsonl = getattr(args, "jsonl", False)
-    printer = WatchPrinter(progress=not (args.no_progress or jsonl))
+    # a bar only on a terminal: a log file gets the plain epoch rows, no `\r` frames
+    printer = WatchPrinter(progress=not (args.no_progress or jsonl) and sys.stderr.isatty())
 
     def notice(text: str) -> None:  # reconnects: stderr, stdout is the job's story
         printer.line(f"streamguard: {text}", err=True)

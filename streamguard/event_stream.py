@@ -15,9 +15,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from streamguard.contract import TERMINAL_STATUSES
 from streamguard.remote import (
@@ -29,6 +27,9 @@ from streamguard.remote import (
     check,
     request,
 )
+
+if TYPE_CHECKING:  # imported where used: `streamguard --help` stays fast
+    import httpx
 
 TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 #: Seconds without a byte on an event stream before it is treated as dropped (the server pings
@@ -108,6 +109,8 @@ class EventFollower:
     seen: set[int] = field(default_factory=set)
 
     def events(self) -> Iterator[Event]:
+        import httpx
+
         outage_since: float | None = None
         told: str | None = None  # the reason last printed in this outage: print each once
         delay = BACKOFF_FIRST_S
@@ -196,6 +199,8 @@ class EventFollower:
 
 def drop_reason(exc: httpx.TransportError) -> str:
     """Why a stream dropped, in a few words."""
+    import httpx
+
     if isinstance(exc, httpx.ConnectError):
         return "connection refused: the server is not answering"
     if isinstance(exc, httpx.ReadTimeout):

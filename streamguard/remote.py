@@ -22,11 +22,12 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from streamguard.errors import StreamGuardError
+
+if TYPE_CHECKING:  # imported where used: `streamguard --help` stays fast
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 #: Answers worth retrying (a server starting or shedding load): `request_patiently` and the
@@ -61,6 +62,8 @@ def api_key(args: argparse.Namespace) -> str:
 def make_client(args: argparse.Namespace,
                 transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """An httpx client for the server, authenticated with the key (`transport`: tests)."""
+    import httpx
+
     return httpx.Client(base_url=server_url(args), transport=transport,
                         headers={"Authorization": f"Bearer {api_key(args)}"},
                         timeout=httpx.Timeout(args.timeout, connect=min(args.timeout, 10.0)))
@@ -131,6 +134,8 @@ def check(response: httpx.Response) -> httpx.Response:
 
 def unreachable(url: str, exc: httpx.TransportError) -> ServerUnreachable:
     """A message naming the URL and what went wrong (refused, timeout, ...)."""
+    import httpx
+
     if isinstance(exc, httpx.ConnectError):
         why = "connection refused or host not found; is the server running?"
     elif isinstance(exc, httpx.TimeoutException):
@@ -143,6 +148,8 @@ def unreachable(url: str, exc: httpx.TransportError) -> ServerUnreachable:
 
 def request(client: httpx.Client, method: str, path: str, **kw: Any) -> Any:
     """One request; the JSON of a 2xx answer, ApiError or ServerUnreachable otherwise."""
+    import httpx
+
     try:
         response = client.request(method, path, **kw)
     except httpx.TransportError as exc:
@@ -220,6 +227,8 @@ def post_job(client: httpx.Client, body: dict[str, Any],
              headers: dict[str, str]) -> httpx.Response:
     """POST /v1/jobs; the checked response (201 a new job, 200 one already submitted with this
     Idempotency-Key)."""
+    import httpx
+
     try:
         return check(client.post("/v1/jobs", json=body, headers=headers))
     except httpx.TransportError as exc:
@@ -233,6 +242,8 @@ def download_verified(client: httpx.Client, path: str, dest: Path, *, sha256: st
                       ) -> None:
     """Stream `path` to `dest`, then check its size and sha256; a mismatch deletes `dest` and
     raises VerificationFailed. A 307 (S3 presigned URL) is followed without our key."""
+    import httpx
+
     digest, written = hashlib.sha256(), 0
     try:
         with client.stream("GET", path, follow_redirects=False) as response:

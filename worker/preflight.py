@@ -3,7 +3,7 @@
 `preflight(settings)` checks that
 
 - the database answers (within `db.connect_timeout_s`),
-- its schema is migrated to the head revision of `migrations/` (what `alembic upgrade head` or
+- its schema is migrated to the head revision of `migrations/` (what `streamguard db upgrade` or
   `streamguard up` leaves behind),
 - the artifact store takes a write (a small object is put and deleted again),
 - the broker answers (a real round trip, bounded by `broker.connect_timeout_s`).
@@ -90,7 +90,7 @@ def check_database(settings: Settings) -> None:
             and not os.path.isfile(str(parsed.database)):
         # Checked before connecting: SQLite would create an empty file and report "unmigrated".
         raise PreflightFailed(f"database {shown} does not exist (no such file); create and "
-                              "migrate it with `alembic upgrade head` or `streamguard up`")
+                              "migrate it with `streamguard db upgrade` or `streamguard up`")
     try:
         heads = set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
     except Exception as exc:  # noqa: BLE001 - a broken install, named below

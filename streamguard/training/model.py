@@ -6,9 +6,9 @@ use `tiny`, a ~1.3 M-parameter RoBERTa with a byte-level BPE trained on the trai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from transformers import (
     AutoConfig,
@@ -20,7 +20,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from streamguard.errors import InvalidTrainConfig
+from streamguard.errors import CheckpointError, InvalidTrainConfig
 from streamguard.spec import SCRATCH_MODELS, TrainConfig
 
 # Models whose position ids start after the padding index, so 2 positions are unusable.
@@ -82,12 +82,32 @@ def build_scratch(config: TrainConfig, train_texts: Sequence[str], *,
     return RobertaForSequenceClassification(model_config), tokenizer
 
 
+T = TypeVar("T")
+
+
+def from_source(name_or_path: str | Path, load: Callable[[], T]) -> T:
+    """`load()` from a hub id or folder; what transformers raises for a missing or unreachable
+    model (OSError: repository not found, offline, no config.json; ValueError: an unknown
+    architecture) becomes InvalidTrainConfig on `model` (CheckpointError for a checkpoint
+    folder of our own), so the CLI prints one line and the job fails with the reason."""
+    try:
+        return load()
+    except (OSError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        if isinstance(name_or_path, Path):
+            raise CheckpointError(f"cannot load the model in {name_or_path}: {reason}") from exc
+        raise InvalidTrainConfig([{"field": "model", "message": (
+            f"cannot load {name_or_path!r} ({reason}); use a scratch model "
+            f"({', '.join(sorted(SCRATCH_MODELS))}), a local model folder with config.json, or "
+            "a Hugging Face hub id that exists and that this machine can reach")}]) from exc
+
+
 def load_model_config(name_or_path: str | Path, config: TrainConfig) -> Any:
     """The model's config with a 2-label head and the job's dropout; InvalidTrainConfig when
     `config.max_seq_len` exceeds its position limit (cheap: config.json only)."""
-    model_config = AutoConfig.from_pretrained(name_or_path, num_labels=2,
-                                              id2label={0: "safe", 1: "vulnerable"},
-                                              label2id={"safe": 0, "vulnerable": 1})
+    model_config = from_source(name_or_path, lambda: AutoConfig.from_pretrained(
+        name_or_path, num_labels=2, id2label={0: "safe", 1: "vulnerable"},
+        label2id={"safe": 0, "vulnerable": 1}))
     _set_dropout(model_config, config.dropout)
     check_max_seq_len(config, model_config)
     return model_config
@@ -95,7 +115,8 @@ def load_model_config(name_or_path: str | Path, config: TrainConfig) -> Any:
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     """The fast tokenizer of a hub model, local model folder or checkpoint."""
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+    tokenizer = from_source(name_or_path,
+                            lambda: AutoTokenizer.from_pretrained(name_or_path, use_fast=True))
     if not tokenizer.is_fast:
         raise InvalidTrainConfig([{"field": "model",
                                    "message": f"{name_or_path!r} has no fast tokenizer"}])
@@ -112,7 +133,8 @@ def load_pretrained(name_or_path: str | Path, config: TrainConfig, *,
     model_config = load_model_config(name_or_path, config)
     if tokenizer is None:
         tokenizer = load_tokenizer(name_or_path)
-    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, config=model_config)
+    model = from_source(name_or_path, lambda: AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, config=model_config))
     return model, tokenizer
 
 

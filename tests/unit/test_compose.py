@@ -67,7 +67,8 @@ def test_services_and_start_order(compose: dict[str, Any]) -> None:
         services)
     for name in ("postgres", "redis", "minio", "api", "worker"):
         assert services[name]["healthcheck"]["test"], name
-    assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+    # the migrations ship inside the package: no alembic.ini or checkout in the image
+    assert services["migrate"]["command"] == ["streamguard", "db", "upgrade"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in ("api", "worker"):
         deps = services[name]["depends_on"]
@@ -84,6 +85,37 @@ def test_worker_reserves_a_gpu_and_runs_one_task_at_a_time(compose: dict[str, An
     assert {"--pool=solo", "--concurrency=1"} <= set(worker["command"])
     assert "cuda" in worker["build"]["args"]["BASE_IMAGE"]
     assert (ROOT / worker["build"]["dockerfile"]).is_file()
+
+
+def dockerfile_stages(path: Path) -> dict[str, str]:
+    """Each `FROM ... AS name` stage of a Dockerfile: its instructions (comments left out)."""
+    stages: dict[str, str] = {}
+    name = None
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        match = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.IGNORECASE)
+        if match:
+            name = match.group(1)
+            stages[name] = ""
+        elif name is not None:
+            stages[name] += line + "\n"
+    return stages
+
+
+def test_each_service_builds_its_roles_image(compose: dict[str, Any]) -> None:
+    """The API and the migrate job run the torch-free `api` target; both workers the `worker`
+    target with the CUDA torch; each installs its role's extras of the one wheel."""
+    services = compose["services"]
+    targets = {name: services[name]["build"]["target"]
+               for name in ("migrate", "api", "worker", "inference-worker")}
+    assert targets == {"migrate": "api", "api": "api", "worker": "worker",
+                       "inference-worker": "worker"}
+    stages = dockerfile_stages(ROOT / services["api"]["build"]["dockerfile"])
+    assert {"wheel", "api", "worker"} <= set(stages)
+    assert "[api,postgres,s3]" in stages["api"] and "torch" not in stages["api"].lower()
+    assert "[worker,postgres,s3,trackers]" in stages["worker"]
+    assert "TORCH_INDEX_URL" in stages["worker"]
 
 
 def test_env_names_match_settings_and_are_valid(compose: dict[str, Any],

@@ -177,7 +177,9 @@ def test_source_files_are_one_function_each(tmp_path: Path) -> None:
 
 
 def test_predict_command_writes_jsonl(model_dir: Path, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                      capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars are drawn on terminals only
     rows = tmp_path / "val.jsonl"
     rows.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:6]))
     c_file = tmp_path / "one.c"
@@ -195,6 +197,9 @@ def test_predict_command_writes_jsonl(model_dir: Path, tmp_path: Path,
         assert (row["label"], row["label_name"], row["threshold"]) == (
             pred.label, pred.label_name, 0.5)
     assert "predict" in capsys.readouterr().err  # the progress bar, on stderr
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # a log file: no bar frames
+    assert main(["predict", "--model", str(model_dir), str(rows), "--out", str(out)]) == 0
+    assert capsys.readouterr().err == ""
 
     assert main(["predict", "--model", str(model_dir), str(rows), "--no-progress"]) == 0
     captured = capsys.readouterr()
