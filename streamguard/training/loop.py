@@ -38,7 +38,7 @@ from streamguard.sinks import MetricSink, NullSink
 from streamguard.spec import MixedPrecision, OnCollapse, TrainConfig
 from streamguard.storage import ArtifactStore
 from streamguard.training import checkpoint as ckpt
-from streamguard.training.async_save import BackgroundSaver, Event, owns_saver, snapshot
+from streamguard.training.async_save import BackgroundSaver, Event, owns_saver
 from streamguard.training.callbacks import Callback
 from streamguard.training.data import EpochBatchSampler
 from streamguard.training.forward import batch_logits
@@ -393,6 +393,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
         card, `best` (if `is_best`), and publish it with `metrics`. Only the snapshot stalls
         this thread; the rest runs on the saver's thread (async_save.py)."""
         saver.wait()  # one save in flight; the publisher's pointers are then up to date
+        # (and the snapshot memory that save wrote from may now be reused)
         step = None if tally is None else global_step  # a mid-epoch version is named by step
         after = publisher.state_after(epoch=epoch + 1, is_best=is_best, step=step) \
             if publisher else {}
@@ -413,8 +414,8 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
                 "class_weights": weights.tolist(), "label_counts": list(label_counts)}
         # Every tensor copied to CPU, every list and dict too: the steps taken while the
         # background thread writes never change what it writes.
-        snap = snapshot({"model": model.state_dict(), "state": state, "meta": meta,
-                         "metrics": metrics, "history": history})
+        snap = saver.snapshot({"model": model.state_dict(), "state": state, "meta": meta,
+                               "metrics": metrics, "history": history})
         message, config_json = f"checkpoint at optimizer step {global_step}", config.to_json()
 
         def write() -> list[Event]:

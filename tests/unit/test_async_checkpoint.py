@@ -422,3 +422,40 @@ def test_an_exception_leaves_no_save_in_flight(splits, tmp_path, monkeypatch):
     assert read_pointer(store, "p/checkpoints/last.json")["epoch"] == 1
     assert ("last", 1) in [(p["name"], p["epoch"]) for k, p in sink.events if k == "checkpoint"]
     assert ckpt.load_state(tmp_path / "checkpoints" / "last")["global_step"] == STEPS_PER_EPOCH
+
+
+def test_later_snapshots_copy_into_the_first_ones_memory_after_the_save_in_flight():
+    """BackgroundSaver.snapshot reuses the previous snapshot's host memory (no fresh pages for
+    every save), only once that save is done, and never shares memory with the live tensors."""
+    model, opt = trained_tiny()
+    gate = threading.Event()
+    with BackgroundSaver() as saver:
+        first = saver.snapshot({"model": model.state_dict()})
+        before = {k: v.clone() for k, v in first["model"].items()}
+        saver.submit(lambda: [("gate", {"waited": gate.wait(10)})], emit=lambda *_: None)
+        for p in model.parameters():
+            p.data.add_(1.0)  # training on while the first save is in flight
+        threading.Timer(0.3, gate.set).start()
+        second = saver.snapshot({"model": model.state_dict()})  # waits for that save first
+        assert gate.is_set()
+    live = model.state_dict()
+    for name, tensor in second["model"].items():
+        assert torch.equal(tensor, live[name])
+        assert tensor.untyped_storage().data_ptr() != live[name].untyped_storage().data_ptr()
+        # the same host memory as the first snapshot: now holding the new values
+        assert tensor.untyped_storage().data_ptr() == first["model"][name].untyped_storage()\
+            .data_ptr()
+    changed = [n for n, t in before.items() if t.is_floating_point() and not torch.equal(
+        second["model"][n], t)]
+    assert changed, "the second snapshot should hold the updated weights"
+
+
+def test_snapshot_buffers_let_go_of_sources_that_are_gone():
+    from streamguard.training.async_save import SnapshotBuffers
+
+    buffers = SnapshotBuffers()
+    a, b = torch.ones(1000), torch.ones(10)
+    snapshot({"a": a, "b": b}, buffers)
+    assert buffers.nbytes == 4 * 1010
+    snapshot({"b": b}, buffers)  # `a` gone from the tree: its buffer is freed
+    assert buffers.nbytes == 4 * 10
