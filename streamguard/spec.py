@@ -160,7 +160,7 @@ class TrainConfig(BaseModel):
         description="Optimizer steps between step metrics (training loss, learning rate, "
                     f"gradient norm); default: about {STEP_POINTS_PER_EPOCH} points per epoch.")
     trackers: list[Tracker] = Field(
-        default_factory=list, max_length=len(TRACKERS),
+        default=[], max_length=len(TRACKERS),
         description="Experiment trackers that also receive the run's parameters, metrics, "
                     "guard warnings and model: " + ", ".join(TRACKERS) + ". Where they are is "
                     "the deployment's setting; a tracker that fails never fails the run.")
