@@ -1,13 +1,13 @@
-"""Regenerate docs/img/mlflow-*.png: a StreamGuard run in the MLflow UI.
+"""Regenerate docs/img/mlflow-run-*.png: a StreamGuard run in the MLflow UI.
 
     .venv/bin/python scripts/mlflow_screenshot.py [--devign ../shared/data/devign]
 
 What it does, all on this machine: samples real Devign (the e2e tests' tiny job: train 3,000
 rows, validation 300, test 200), starts a local `mlflow server` (SQLite backend, local
 artifacts, a free loopback port), runs `streamguard train --tracker mlflow --mlflow-uri ...`
-on the sample (about a minute on 2 cores), then opens the run's pages in Debian's Chromium
+on the sample (about two minutes on 2 cores), then opens the run's pages in Debian's Chromium
 through Playwright (never `playwright install`) and saves the charts of its metrics and its
-overview (params, tags, the model's artifacts). The server is stopped at the end.
+artifacts (the model directory, the guard's warnings). The server is stopped at the end.
 """
 
 from __future__ import annotations
@@ -97,28 +97,55 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
+#: The charts shown: per epoch F1 and the prediction distribution (what the collapse guard
+#: watches), per logged step the training loss and the learning rate.
+CHARTS = "epoch/f1|epoch/pred_vulnerable|epoch/pred_safe|step/train_loss|step/lr"
+
+
 def screenshot(uri: str, experiment_id: str, run_id: str, out_dir: Path) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     if not CHROMIUM.is_file():
         raise SystemExit(f"Chromium missing at {CHROMIUM}: apt-get install chromium")
     run_url = f"{uri}/#/experiments/{experiment_id}/runs/{run_id}"
-    saved = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
                                     headless=True)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        for name, url, ready in (
-                ("mlflow-run-metrics.png", f"{run_url}/model-metrics", "epoch/f1"),
-                ("mlflow-run-overview.png", run_url, "effective.lr")):
-            page.goto(url, wait_until="networkidle", timeout=120_000)
-            page.get_by_text(ready).first.wait_for(timeout=120_000)
-            page.wait_for_timeout(3000)  # the charts draw after their data arrives
-            path = out_dir / name
-            page.screenshot(path=str(path))
-            saved.append(path)
+        page = browser.new_page(viewport={"width": 1440, "height": 1020})
+        search = page.get_by_placeholder("Search metric charts")
+        page.goto(f"{run_url}/model-metrics", timeout=120_000)
+        search.wait_for(timeout=120_000)
+        # MLflow 3 opens in its GenAI view; the classic "Model training" view is the one for
+        # a training run (the choice is kept in the browser, then the page is opened again)
+        toggle = page.get_by_text("Model training", exact=True)
+        if toggle.count():
+            toggle.first.click()
+            page.wait_for_timeout(1000)
+            page.goto(f"{run_url}/model-metrics", timeout=120_000)
+            search.wait_for(timeout=120_000)
+        close = page.locator("button[aria-label='Close']")  # the assistant's side panel
+        if close.count():
+            close.first.click()
+        search.fill(CHARTS)
+        page.get_by_text("pred_vulnerable", exact=True).first.wait_for(timeout=60_000)
+        page.wait_for_timeout(4000)  # the charts draw after their data arrives
+        metrics = out_dir / "mlflow-run-metrics.png"
+        page.screenshot(path=str(metrics))
+
+        page.set_viewport_size({"width": 1440, "height": 470})
+        page.goto(f"{run_url}/artifacts", timeout=120_000)
+        page.get_by_text("model", exact=True).first.click(timeout=120_000)
+        page.get_by_text("model.safetensors").first.wait_for(timeout=60_000)
+        guard = page.get_by_text("guard", exact=True)  # present when the guard warned
+        if guard.count():
+            guard.first.click()
+            page.get_by_text("warnings.txt", exact=True).first.click(timeout=60_000)
+            page.get_by_text("WARNING").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)
+        artifacts = out_dir / "mlflow-run-artifacts.png"
+        page.screenshot(path=str(artifacts))
         browser.close()
-    return saved
+    return [metrics, artifacts]
 
 
 def main() -> int:
@@ -127,21 +154,25 @@ def main() -> int:
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "img")
     parser.add_argument("--keep", type=Path, default=None,
                         help="work folder to keep (server database, run) [a temporary one]")
+    parser.add_argument("--reuse", action="store_true",
+                        help="the --keep folder already holds a run: only take the pictures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = (args.keep or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        data = {split: sample(args.devign / src, work / f"{split}.jsonl", n, seed)
-                for split, (src, n, seed) in SPLITS.items()}
         server, uri = start_server(work)
         say(f"mlflow server at {uri}")
         try:
             out = work / "devign-tiny"
-            subprocess.run(
-                [str(VENV_BIN / "streamguard"), "train", "--train", str(data["train"]),
-                 "--val", str(data["val"]), "--test", str(data["test"]), "--output-dir",
-                 str(out), *TRAIN_FLAGS, "--tracker", "mlflow", "--mlflow-uri", uri],
-                check=True, env={**os.environ, "SG_TRACKERS__MLFLOW_EXPERIMENT": "streamguard"})
+            if not args.reuse:
+                data = {split: sample(args.devign / src, work / f"{split}.jsonl", n, seed)
+                        for split, (src, n, seed) in SPLITS.items()}
+                subprocess.run(
+                    [str(VENV_BIN / "streamguard"), "train", "--train", str(data["train"]),
+                     "--val", str(data["val"]), "--test", str(data["test"]), "--output-dir",
+                     str(out), *TRAIN_FLAGS, "--tracker", "mlflow", "--mlflow-uri", uri],
+                    check=True,
+                    env={**os.environ, "SG_TRACKERS__MLFLOW_EXPERIMENT": "streamguard"})
             from mlflow.tracking import MlflowClient
 
             client = MlflowClient(tracking_uri=uri)

@@ -202,8 +202,10 @@ class TrackerSink:
 
     def _failure_message(self, doing: str, exc: Exception) -> str:
         """What the job's warning says: no exception text (it may name hosts or paths)."""
-        return (f"{self.name} tracker failed while {doing} ({type(exc).__name__}); nothing "
-                f"more goes to {self.name} in this run, training goes on")
+        missing = "; its client is not installed here: pip install 'streamguard[trackers]'" \
+            if isinstance(exc, ImportError) else ""
+        return (f"{self.name} tracker failed while {doing} ({type(exc).__name__}{missing}); "
+                f"nothing more goes to {self.name} in this run, training goes on")
 
     def _quietly(self, fn: Callable[[], None]) -> None:
         try:

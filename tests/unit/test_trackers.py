@@ -104,6 +104,21 @@ def test_the_first_failure_turns_the_tracker_off_and_is_reported_once() -> None:
                                    "training goes on"}]
 
 
+def test_a_missing_client_library_says_what_to_install() -> None:
+    class NotInstalled(TrackerSink):
+        name = "mlflow"
+
+        def _start(self, config: Any) -> None:
+            raise ModuleNotFoundError("No module named 'mlflow'")
+
+    reports: list[dict[str, Any]] = []
+    NotInstalled(on_failure=reports.append).start({})
+    assert [r["message"] for r in reports] == [
+        "mlflow tracker failed while starting (ModuleNotFoundError; its client is not installed "
+        "here: pip install 'streamguard[trackers]'); nothing more goes to mlflow in this run, "
+        "training goes on"]
+
+
 def test_a_dead_mlflow_server_costs_one_refused_call_and_one_report() -> None:
     reports: list[dict[str, Any]] = []
     sink = MlflowSink(closed_port_uri(), experiment="x", run_key="k", run_name="r",
