@@ -237,3 +237,20 @@ def test_streamguard_train_writes_every_scalar_to_tensorboard(tmp_path: Path) ->
         (point,) = events.Scalars(key)
         assert (point.step, point.value) == (epoch["step"], pytest.approx(value, rel=1e-6)), key
     assert "epoch/pred_vulnerable" in expected and "epoch/f1" in expected
+
+
+def test_a_resumed_run_may_change_its_trackers_but_not_what_it_trains(tmp_path: Path) -> None:
+    """The checkpoint's config must match to resume, except for where the run reports."""
+    from streamguard.errors import CheckpointError
+    from streamguard.spec import TrainConfig
+    from streamguard.training import run
+
+    last = tmp_path / "work" / "checkpoints" / "last"
+    last.mkdir(parents=True)
+    config = TrainConfig(model="tiny", trackers=["mlflow"])
+    stored = TrainConfig(model="tiny", lr=0.5, trackers=["tensorboard"]).model_dump(mode="json")
+    (last / "train_config.json").write_text(json.dumps(stored))
+    with pytest.raises(CheckpointError) as refused:
+        run(config, train_path="t.jsonl", val_path="v.jsonl", work_dir=tmp_path / "work",
+            device="cpu")
+    assert "fields ['lr']" in refused.value.message  # trackers are not named
