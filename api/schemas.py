@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamguard.contract import JobConfig, JobDatasets, JobSpec, JobStatus
+from streamguard.spec import Tracker
 
 # --- errors ------------------------------------------------------------------------------------
 
@@ -365,10 +366,19 @@ class StatusPayload(BaseModel):
 
 
 class WarningPayload(BaseModel):
+    """A collapse-guard warning (`source: guard`, with the evaluation's prediction
+    distribution), or an experiment tracker that failed and is off for the rest of the run
+    (`source: tracker`; the job trains on)."""
+
     epoch: int
-    step: int | None = Field(None, description="The optimizer step of the evaluation.")
+    step: int | None = Field(None, description="The optimizer step of the evaluation (or of the "
+                                               "last metrics before a tracker failed).")
     message: str
-    prediction_distribution: PredictionDistribution
+    source: Literal["guard", "tracker"] = "guard"
+    tracker: Tracker | None = Field(None, description="The tracker that failed (source: "
+                                                      "tracker).")
+    prediction_distribution: PredictionDistribution | None = Field(
+        None, description="The evaluation's prediction distribution (source: guard).")
 
 
 class CheckpointPayload(BaseModel):

@@ -7,6 +7,7 @@ or on a StreamGuard server.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import signal
@@ -60,6 +61,13 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         if info.annotation is bool:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
+            continue
+        if typing.get_origin(info.annotation) is list:  # `trackers`: --tracker X, repeatable
+            (item,) = typing.get_args(info.annotation)
+            _, choices = _field_type(item)
+            group.add_argument(flag.removesuffix("s"), flag, dest=name, action="append",
+                               choices=choices, default=None,
+                               help=f"{help_text} (repeat the flag for several)")
             continue
         kind, choices = _field_type(info.annotation)
         group.add_argument(flag, dest=name, type=kind, choices=choices, default=None,
@@ -147,10 +155,40 @@ def quiet_transformers() -> None:
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
+def train_trackers(args: argparse.Namespace, config: TrainConfig,
+                   history: Any) -> list[Any]:
+    """The trackers `--tracker` names: MLflow at --mlflow-uri (else the SG_TRACKERS__ settings,
+    which also hold its credentials), TensorBoard under --tensorboard-dir (else
+    OUTPUT_DIR/tensorboard). A tracker's failure is logged and kept in result.json's warnings;
+    the run goes on."""
+    if not config.trackers:
+        return []
+    from streamguard.settings import get_settings
+    from streamguard.trackers import build_trackers
+
+    settings = get_settings().trackers
+    if args.mlflow_uri:
+        settings = settings.model_copy(update={"mlflow_uri": args.mlflow_uri})
+    if "mlflow" in config.trackers and not settings.mlflow_uri:
+        raise StreamGuardError("--tracker mlflow needs a tracking server: pass --mlflow-uri "
+                               "URI or set SG_TRACKERS__MLFLOW_URI", field="mlflow_uri")
+    out = Path(args.output_dir).resolve()
+    return build_trackers(
+        config.trackers, settings,
+        # one MLflow run per output folder: running again there resumes it
+        run_key=hashlib.sha256(str(out).encode()).hexdigest()[:32], run_name=out.name,
+        tensorboard_dir=Path(args.tensorboard_dir) if args.tensorboard_dir
+        else out / "tensorboard",
+        model_dir=out / "model", tags={"streamguard.output_dir": str(out)},
+        on_failure=lambda payload: history.event("warning", payload))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     check_input_files(args, ("--train", "--val", "--test"))
     # torch and transformers only now: bad flags and missing files fail in a fraction of a second
+    from contextlib import closing
+
     from streamguard.cli_format import train_summary
     from streamguard.sinks import FanOutSink, JsonlSink, ListSink
     from streamguard.storage import LocalArtifactStore
@@ -161,6 +199,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = train_cache_dir(args)
     history = ListSink()
+    sink = FanOutSink([JsonlSink(out / "metrics.jsonl"), history,
+                       *train_trackers(args, config, history)])
     # SIGTERM (`docker stop`, a drain) only sets a flag: the loop reads it after every optimizer
     # step, saves `last` at that step and returns PREEMPTED; running again resumes from there.
     preempt = threading.Event()
@@ -168,11 +208,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: preempt.set())
     try:
-        result = run(config, train_path=args.train, val_path=args.val, test_path=args.test,
-                     work_dir=out, sink=FanOutSink([JsonlSink(out / "metrics.jsonl"), history]),
-                     resume=args.resume, device=args.device, progress=show_progress(args),
-                     should_preempt=preempt.is_set,
-                     cache=LocalArtifactStore(cache_dir) if cache_dir is not None else None)
+        with closing(sink):  # a tracker's run ends (as failed) if the run raised
+            result = run(config, train_path=args.train, val_path=args.val, test_path=args.test,
+                         work_dir=out, sink=sink, resume=args.resume, device=args.device,
+                         progress=show_progress(args), should_preempt=preempt.is_set,
+                         cache=LocalArtifactStore(cache_dir) if cache_dir is not None else None)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -223,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"runs on the same files [OUTPUT_DIR/../{CACHE_DIR_NAME}]")
     p.add_argument("--no-cache", action="store_true",
                    help="prepare the data afresh and keep nothing in the token cache")
+    p.add_argument("--mlflow-uri", default=None,
+                   help="MLflow tracking server for --tracker mlflow [SG_TRACKERS__MLFLOW_URI]; "
+                        "credentials: SG_TRACKERS__MLFLOW_USERNAME/_PASSWORD/_TOKEN")
+    p.add_argument("--tensorboard-dir", default=None,
+                   help="event files of --tracker tensorboard [OUTPUT_DIR/tensorboard]")
     add_config_flags(p)
     p.set_defaults(handler=cmd_train)
 

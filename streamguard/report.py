@@ -178,8 +178,10 @@ def stop_note(data: ReportData) -> str | None:
 
 
 def warning_epochs(data: ReportData) -> list[int]:
-    """Epochs with a collapse-guard warning (warning events and the epochs' own lists)."""
-    found = {int(w["epoch"]) for w in data.warnings if isinstance(w.get("epoch"), int)}
+    """Epochs with a collapse-guard warning (warning events and the epochs' own lists; a
+    tracker's failure is not one)."""
+    found = {int(w["epoch"]) for w in data.warnings if isinstance(w.get("epoch"), int)
+             and w.get("source", "guard") == "guard"}
     found |= {int(e["epoch"]) for e in data.epochs if e.get("warnings")}
     return sorted(found)
 

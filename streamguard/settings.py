@@ -8,7 +8,8 @@ sections use `__`, e.g.::
     streamguard up
 
 `SG_ENV=prod` refuses missing, short and well-known passwords in every URL setting
-(`url_secret_problem`), naming the setting and never the secret.
+(`url_secret_problem`) and in the secret settings (`secret_problem`: `trackers.mlflow_password`,
+`trackers.mlflow_token`, held as `SecretStr`), naming the setting and never the secret.
 
 Per-job hyperparameters are *not* here: they are `streamguard.spec.TrainConfig`. Read settings
 through `get_settings()` (cached) so tests can override the dependency or clear the cache.
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Passwords that ship with images, examples and this repository's docker-compose.yml; refused
@@ -187,6 +188,33 @@ class ApiSettings(BaseModel):
     metrics: bool = True
 
 
+class TrackerSettings(BaseModel):
+    """Experiment trackers a job may name in `config.trackers` (`streamguard.trackers`).
+
+    A tracker that is down or misconfigured never fails a job: the job gets one `warning`
+    event and trains on. Credentials reach MLflow's client through its own environment
+    variables, set around each of its calls only.
+    """
+
+    #: MLflow tracking server, e.g. `https://mlflow.internal`; None: a job naming `mlflow`
+    #: trains without it (and says so in a warning event).
+    mlflow_uri: str | None = None
+    mlflow_experiment: str = Field(default="streamguard", min_length=1)
+    #: HTTP basic auth of the server (`mlflow server --app-name basic-auth`), or a bearer token.
+    mlflow_username: str | None = None
+    mlflow_password: SecretStr | None = None
+    mlflow_token: SecretStr | None = None
+    #: Each MLflow request gives up after this and this many retries, so a dead server costs a
+    #: job seconds once (the tracker is off after its first failure), not minutes per call.
+    mlflow_timeout_s: int = Field(default=5, gt=0)
+    mlflow_max_retries: int = Field(default=1, ge=0, le=10)
+    #: The final model upload's own timeout (hundreds of MB for a CodeBERT-sized model).
+    mlflow_artifact_timeout_s: int = Field(default=300, gt=0)
+    #: TensorBoard event files, a folder per job (`<tensorboard_dir>/<tenant id>/<job id>`).
+    #: Default: `data_dir/tensorboard`, beside the artifact store.
+    tensorboard_dir: Path = DEFAULT_DATA_DIR / "tensorboard"
+
+
 class Settings(BaseSettings):
     """The whole deployment configuration, validated once at startup.
 
@@ -209,6 +237,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    trackers: TrackerSettings = Field(default_factory=TrackerSettings)
 
     @model_validator(mode="after")
     def _derive_and_check(self) -> Settings:
@@ -221,6 +250,8 @@ class Settings(BaseSettings):
             self.worker.work_dir = self.data_dir / "work"
         if "cache_dir" not in self.inference.model_fields_set:
             self.inference.cache_dir = self.data_dir / "inference-cache"
+        if "tensorboard_dir" not in self.trackers.model_fields_set:
+            self.trackers.tensorboard_dir = self.data_dir / "tensorboard"
 
         if self.broker.visibility_timeout_s <= self.worker.max_job_runtime_s:
             raise ValueError(
@@ -234,6 +265,9 @@ class Settings(BaseSettings):
         if self.env != "dev":
             problems = [f"{name}: {problem}" for name, url in self._urls().items()
                         if url and (problem := url_secret_problem(url))]
+            problems += [f"{name}: {problem}" for name, secret in self._secrets().items()
+                         if secret is not None and (problem := secret_problem(
+                             secret.get_secret_value(), self.trackers.mlflow_username))]
             if problems:
                 raise ValueError(
                     f"env={self.env!r} refuses weak or missing secrets:\n  - "
@@ -246,7 +280,12 @@ class Settings(BaseSettings):
         return {"db.url": self.db.url, "redis.url": self.redis.url,
                 "broker.url": self.broker.url, "storage.uri": self.storage.uri,
                 "inference.result_backend_url": self.inference.result_backend_url,
-                "storage.s3_endpoint_url": self.storage.s3_endpoint_url}
+                "storage.s3_endpoint_url": self.storage.s3_endpoint_url,
+                "trackers.mlflow_uri": self.trackers.mlflow_uri}
+
+    def _secrets(self) -> dict[str, SecretStr | None]:
+        return {"trackers.mlflow_password": self.trackers.mlflow_password,
+                "trackers.mlflow_token": self.trackers.mlflow_token}
 
     # --- derived values for the broker -----------------------------------------------------
 
@@ -314,7 +353,11 @@ def url_secret_problem(url: str) -> str | None:
             return (f"has no password ({scheme} servers without one are for development only); "
                     f"accepted: {example}...")
         return None
-    secret = unquote(password)
+    return secret_problem(unquote(password), unquote(username) if username else None)
+
+
+def secret_problem(secret: str, username: str | None = None) -> str | None:
+    """Why a password or token is unacceptable outside dev, or None. Never names the secret."""
     if not secret:
         return "has an empty password"
     bare = secret.lower().rstrip("0123456789!@#$%^&*()-_=+.,;:?")
@@ -322,7 +365,7 @@ def url_secret_problem(url: str) -> str | None:
         return "uses a well-known default password"
     if len(secret) < MIN_SECRET_LEN:
         return f"has a password shorter than {MIN_SECRET_LEN} characters"
-    if username and unquote(username).lower() == secret.lower():
+    if username and username.lower() == secret.lower():
         return "has a password equal to its user name"
     if len(set(secret)) == 1:
         return "has a password of one repeated character"

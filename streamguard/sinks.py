@@ -103,6 +103,14 @@ class FanOutSink:
         for sink in self.sinks:
             sink.finish(outcome, message)
 
+    def close(self) -> None:
+        """Close the sinks that can be closed, the last first (a tracker may still report a
+        failure through the job's own sink, which comes before it)."""
+        for sink in reversed(self.sinks):
+            close = getattr(sink, "close", None)
+            if callable(close):
+                close()
+
 
 def _keep_lines(path: Path, key: str, upto: int) -> None:
     """Rewrite a JSONL file keeping rows whose `key` is at most `upto` (none when 0)."""

@@ -63,6 +63,14 @@ STEP_POINTS_PER_EPOCH = 20
 
 SelectionMetric = Literal["f1", "mcc", "accuracy", "roc_auc", "precision", "recall"]
 
+#: Experiment trackers a run can also report to (`streamguard.trackers`); where they live (the
+#: MLflow server, the TensorBoard folder) is deployment config: `Settings.trackers`.
+Tracker = Literal["mlflow", "tensorboard"]
+TRACKERS: tuple[str, ...] = get_args(Tracker)
+
+#: Fields that say where a run reports, not what it trains: a resumed run may change them.
+REPORTING_FIELDS = frozenset({"trackers"})
+
 
 def _is_number(annotation: Any) -> bool:
     """`int`, `float` or either one `| None`."""
@@ -151,6 +159,26 @@ class TrainConfig(BaseModel):
         None, ge=1, le=1_000_000,
         description="Optimizer steps between step metrics (training loss, learning rate, "
                     f"gradient norm); default: about {STEP_POINTS_PER_EPOCH} points per epoch.")
+    trackers: list[Tracker] = Field(
+        default=[], max_length=len(TRACKERS),
+        description="Experiment trackers that also receive the run's parameters, metrics, "
+                    "guard warnings and model: " + ", ".join(TRACKERS) + ". Where they are is "
+                    "the deployment's setting; a tracker that fails never fails the run.")
+
+    @field_validator("trackers", mode="before")
+    @classmethod
+    def _known_trackers(cls, value: Any) -> Any:
+        # Before pydantic's own check: one message naming the unknown tracker and the accepted
+        # ones (pydantic's would name a list index). Repeats are dropped, order kept.
+        if not isinstance(value, list | tuple):
+            return value  # pydantic's list_type error says what is wrong
+        unknown = [v for v in value if v not in TRACKERS]
+        if unknown:
+            raise PydanticCustomError(
+                "unknown_tracker", "unknown tracker(s) {unknown}; accepted: {accepted}",
+                {"unknown": ", ".join(repr(v) for v in unknown),
+                 "accepted": ", ".join(TRACKERS)})
+        return list(dict.fromkeys(value))
 
     @field_validator("*", mode="before")
     @classmethod

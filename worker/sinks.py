@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
@@ -26,7 +27,8 @@ from streamguard.db.metrics import (
     upsert_epoch,
     upsert_step,
 )
-from streamguard.settings import RedisSettings
+from streamguard.settings import RedisSettings, Settings
+from streamguard.trackers import OnFailure, TrackerSink, build_trackers
 
 log = logging.getLogger("streamguard.worker")
 
@@ -212,3 +214,17 @@ class DbMetricSink:
 
     def finish(self, outcome: str, message: str) -> None:
         pass  # the task finishes the job (fenced), which also records the status event
+
+
+def job_trackers(settings: Settings, names: Sequence[str], *, job_id: str, tenant_id: str,
+                 job_name: str | None, work_dir: Path,
+                 on_failure: OnFailure) -> list[TrackerSink]:
+    """The experiment trackers a job's config names, set up from `settings.trackers`: one
+    MLflow run per job (found again by the job id when an attempt resumes), TensorBoard files
+    under `tensorboard_dir/<tenant>/<job>`, the exported model from `work_dir/model`. A failure
+    is reported through `on_failure` (a `warning` event of the job), never raised."""
+    return build_trackers(
+        names, settings.trackers, run_key=job_id, run_name=job_name or job_id,
+        tensorboard_dir=settings.trackers.tensorboard_dir / tenant_id / job_id,
+        model_dir=work_dir / "model", on_failure=on_failure,
+        tags={"streamguard.job_id": job_id, "streamguard.tenant_id": tenant_id})

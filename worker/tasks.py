@@ -23,7 +23,7 @@ from streamguard.training import run
 from worker import runtime
 from worker.celery_app import app
 from worker.metrics import WORKER_METRICS, PrometheusSink, TimedStore
-from worker.sinks import DbMetricSink, make_publisher
+from worker.sinks import DbMetricSink, job_trackers, make_publisher
 from worker.write_behind import WriteBehindSteps
 
 log = logging.getLogger("streamguard.worker")
@@ -54,14 +54,19 @@ def train_job(self: Task, job_id: str) -> str | None:
     plain = store_from_uri(settings.storage.uri, endpoint_url=settings.storage.s3_endpoint_url)
     store = TimedStore(plain)  # checkpoint uploads timed for the worker's metrics
     # Step metrics are committed behind the training thread; every other record on it, fenced.
+    # The experiment trackers the job names join after it once the spec is read.
     steps = WriteBehindSteps(DbMetricSink(factory, job_id, token, publisher))
     sink = FanOutSink([steps, PrometheusSink(WORKER_METRICS, uploads=store)])
     hb = runtime.Heartbeat(factory, job_id=job_id, token=token, lease_s=settings.worker.lease_s,
                            interval_s=settings.worker.heartbeat_s)
     status: JobStatus | None = None  # None: preempted, back to the queue
-    with hb, closing(steps):  # closing: steps still queued are written before the status
+    with hb, closing(sink):  # closing: trackers, then steps still queued, before the status
         try:
             spec = contract.load_job_spec(claim.spec)  # the one validation on this side
+            sink.sinks += job_trackers(  # a tracker's failure: a warning event, never raised
+                settings, spec.config.trackers, job_id=job_id, tenant_id=claim.tenant_id,
+                job_name=spec.name, work_dir=work_dir,
+                on_failure=lambda payload: steps.event("warning", payload))
             limit = settings.worker.max_job_runtime_s
             cancel = runtime.Canceller(factory, job_id=job_id, heartbeat=hb,
                                        run_time_s=claim.run_time_s,

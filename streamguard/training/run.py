@@ -18,7 +18,7 @@ import torch
 from streamguard.errors import CheckpointError, InvalidTrainConfig
 from streamguard.manifest import fetch_dir, read_pointer
 from streamguard.sinks import MetricSink, NullSink
-from streamguard.spec import MixedPrecision, TrainConfig
+from streamguard.spec import REPORTING_FIELDS, MixedPrecision, TrainConfig
 from streamguard.storage import ArtifactStore
 from streamguard.training import checkpoint as ckpt
 from streamguard.training.callbacks import Callback, CancelOnRequest
@@ -106,10 +106,14 @@ def run(config: TrainConfig, *, train_path: str | Path, val_path: str | Path,
     resume_from = find_resume_checkpoint(work_dir, store, store_prefix) if resume else None
     resume_state = None
     if resume_from is not None:
-        stored = json.loads((resume_from / ckpt.CONFIG_FILE).read_text())
-        if stored != config.model_dump(mode="json"):
-            changed = sorted(k for k in stored if stored.get(k) != config.model_dump(
-                mode="json").get(k))
+        # Where the run reports (trackers) may change between attempts; what it trains not.
+        stored = {k: v for k, v in json.loads((resume_from / ckpt.CONFIG_FILE).read_text())
+                  .items() if k not in REPORTING_FIELDS}
+        current = {k: v for k, v in config.model_dump(mode="json").items()
+                   if k not in REPORTING_FIELDS}
+        if stored != current:
+            changed = sorted(k for k in stored.keys() | current.keys()
+                             if stored.get(k) != current.get(k))
             raise CheckpointError(
                 f"{resume_from} was written with a different config (fields {changed}); "
                 "use a fresh output directory or disable resume")

@@ -109,8 +109,9 @@ def test_server_and_client_gather_the_same_records(api: ApiHarness) -> None:
         server = collect(session=session, job=job)
     assert [e["epoch"] for e in remote.epochs] == [1, 2, 3] and len(remote.steps) == 12
     assert remote.steps[4]["replayed"] is True and remote.epochs[2]["roc_auc"] is None
-    # the typed warning carries its step (null: this one was stored without it)
-    assert remote.warnings == [{**warning_payload(2, "vulnerable <under> 30%"), "step": None}]
+    # the typed warning carries its step (null: this one was stored without it) and its source
+    assert remote.warnings == [{**warning_payload(2, "vulnerable <under> 30%"), "step": None,
+                                "source": "guard", "tracker": None}]
     assert (server.epochs, server.steps, server.warnings) == \
         (remote.epochs, remote.steps, remote.warnings)
     ignore = {"eta_s", "heartbeat_at"}  # read at different moments

@@ -136,3 +136,28 @@ def test_dev_accepts_anything() -> None:
                         redis={"url": "redis://127.0.0.1:6379/0"},
                         broker={"url": "amqp://guest:guest@127.0.0.1//"})
     assert settings.env == "dev"
+
+
+@pytest.mark.parametrize(("trackers", "problem"), [
+    ({"mlflow_password": "password1"}, "trackers.mlflow_password: uses a well-known default"),
+    ({"mlflow_token": "abc"}, "trackers.mlflow_token: has a password shorter than 12"),
+    ({"mlflow_username": "mlflow-user-9x", "mlflow_password": "MLFLOW-USER-9X"},
+     "trackers.mlflow_password: has a password equal to its user name"),
+    ({"mlflow_uri": "https://sg:changeme@mlflow.internal"},
+     "trackers.mlflow_uri: uses a well-known default password"),
+])
+def test_tracker_secrets_are_checked_in_prod(trackers: dict[str, str], problem: str) -> None:
+    message = refusal(trackers=trackers)
+    assert problem in message
+    for secret in trackers.values():
+        if secret not in ("mlflow-user-9x",):
+            assert secret not in message  # the setting is named, never its value
+
+
+def test_strong_tracker_secrets_are_accepted_and_hidden() -> None:
+    strong = "Tz8-kQ4n2WpX7mVc"
+    settings = prod(trackers={"mlflow_uri": "https://mlflow.internal",
+                              "mlflow_username": "sg", "mlflow_password": strong})
+    assert settings.trackers.mlflow_password is not None
+    assert settings.trackers.mlflow_password.get_secret_value() == strong
+    assert strong not in repr(settings) and strong not in str(settings.model_dump())

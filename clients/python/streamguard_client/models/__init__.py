@@ -30,6 +30,7 @@ from .head_checkpoint_download_name import HeadCheckpointDownloadName
 from .health_read import HealthRead
 from .job_config import JobConfig
 from .job_config_selection_metric import JobConfigSelectionMetric
+from .job_config_trackers_item import JobConfigTrackersItem
 from .job_create import JobCreate
 from .job_datasets import JobDatasets
 from .job_event_page import JobEventPage
@@ -64,6 +65,8 @@ from .threshold_scores import ThresholdScores
 from .transition_read import TransitionRead
 from .warning_event import WarningEvent
 from .warning_payload import WarningPayload
+from .warning_payload_source import WarningPayloadSource
+from .warning_payload_tracker_type_0 import WarningPayloadTrackerType0
 
 __all__ = (
     "CheckpointEvent",
@@ -96,6 +99,7 @@ __all__ = (
     "HealthRead",
     "JobConfig",
     "JobConfigSelectionMetric",
+    "JobConfigTrackersItem",
     "JobCreate",
     "JobDatasets",
     "JobEventPage",
@@ -130,4 +134,6 @@ __all__ = (
     "TransitionRead",
     "WarningEvent",
     "WarningPayload",
+    "WarningPayloadSource",
+    "WarningPayloadTrackerType0",
 )

@@ -7,6 +7,7 @@ from attrs import define as _attrs_define
 
 from ..models.class_weighting import ClassWeighting
 from ..models.job_config_selection_metric import JobConfigSelectionMetric
+from ..models.job_config_trackers_item import JobConfigTrackersItem
 from ..models.lr_scaling import LrScaling
 from ..models.mixed_precision import MixedPrecision
 from ..models.on_collapse import OnCollapse
@@ -65,6 +66,9 @@ class JobConfig:
             models). Default: 8000.
         torch_compile (bool | Unset): Compile the training forward and backward with torch.compile (GPU; batches are
             padded to a few bucketed widths so it compiles a handful of shapes). Measured slower on CPU. Default: False.
+        trackers (list[JobConfigTrackersItem] | Unset): Experiment trackers that also receive the run's parameters,
+            metrics, guard warnings and model: mlflow, tensorboard. Where they are is the deployment's setting; a tracker
+            that fails never fails the run.
         warmup_ratio (float | Unset):  Default: 0.1.
         weight_decay (float | Unset):  Default: 0.01.
     """
@@ -101,6 +105,7 @@ class JobConfig:
     selection_metric: JobConfigSelectionMetric | Unset = JobConfigSelectionMetric.F1
     tokenizer_vocab_size: int | Unset = 8000
     torch_compile: bool | Unset = False
+    trackers: list[JobConfigTrackersItem] | Unset = UNSET
     warmup_ratio: float | Unset = 0.1
     weight_decay: float | Unset = 0.01
 
@@ -195,6 +200,13 @@ class JobConfig:
 
         torch_compile = self.torch_compile
 
+        trackers: list[str] | Unset = UNSET
+        if not isinstance(self.trackers, Unset):
+            trackers = []
+            for trackers_item_data in self.trackers:
+                trackers_item = trackers_item_data.value
+                trackers.append(trackers_item)
+
         warmup_ratio = self.warmup_ratio
 
         weight_decay = self.weight_decay
@@ -266,6 +278,8 @@ class JobConfig:
             field_dict["tokenizer_vocab_size"] = tokenizer_vocab_size
         if torch_compile is not UNSET:
             field_dict["torch_compile"] = torch_compile
+        if trackers is not UNSET:
+            field_dict["trackers"] = trackers
         if warmup_ratio is not UNSET:
             field_dict["warmup_ratio"] = warmup_ratio
         if weight_decay is not UNSET:
@@ -393,6 +407,15 @@ class JobConfig:
 
         torch_compile = d.pop("torch_compile", UNSET)
 
+        _trackers = d.pop("trackers", UNSET)
+        trackers: list[JobConfigTrackersItem] | Unset = UNSET
+        if _trackers is not UNSET:
+            trackers = []
+            for trackers_item_data in _trackers:
+                trackers_item = JobConfigTrackersItem(trackers_item_data)
+
+                trackers.append(trackers_item)
+
         warmup_ratio = d.pop("warmup_ratio", UNSET)
 
         weight_decay = d.pop("weight_decay", UNSET)
@@ -430,6 +453,7 @@ class JobConfig:
             selection_metric=selection_metric,
             tokenizer_vocab_size=tokenizer_vocab_size,
             torch_compile=torch_compile,
+            trackers=trackers,
             warmup_ratio=warmup_ratio,
             weight_decay=weight_decay,
         )

@@ -19,7 +19,9 @@ class WarningEvent:
     """
     Attributes:
         created_at (datetime.datetime):
-        data (WarningPayload):
+        data (WarningPayload): A collapse-guard warning (`source: guard`, with the evaluation's prediction
+            distribution), or an experiment tracker that failed and is off for the rest of the run
+            (`source: tracker`; the job trains on).
         id (int): The event id; the SSE `id:` line (send it back as Last-Event-ID).
         kind (Literal['warning']):
     """

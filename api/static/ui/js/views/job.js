@@ -29,6 +29,7 @@ export function jobView(root, jobId) {
     epochs: new Map(), // epoch -> EpochMetrics (the later record wins)
     steps: new Map(), // step -> StepMetrics (the later record wins)
     warnings: new Map(), // epoch -> Set of messages
+    trackerNotes: new Set(), // an experiment tracker that failed (the job trains on)
     test: null,
     checkpoints: [],
     // name -> { sha256, text, verified, busy }: a download's outcome outlives re-renders (every
@@ -113,7 +114,9 @@ export function jobView(root, jobId) {
   function onEvent({ kind, payload }) {
     if (kind === "epoch") putEpoch(payload);
     else if (kind === "step") state.steps.set(payload.step, payload);
-    else if (kind === "warning") {
+    else if (kind === "warning" && payload.source === "tracker") {
+      state.trackerNotes.add(payload.message); // not a collapse warning: no chart marker
+    } else if (kind === "warning") {
       const known = state.warnings.get(payload.epoch) || new Set();
       known.add(payload.message);
       state.warnings.set(payload.epoch, known);
@@ -249,6 +252,7 @@ export function jobView(root, jobId) {
       notes.append(message("info", "Cancel requested: the worker stops after its current step."));
     }
     for (const w of job.warnings || []) notes.append(message("warn", `At submit: ${w}`));
+    for (const n of state.trackerNotes) notes.append(message("warn", n));
   }
 
   function render() {

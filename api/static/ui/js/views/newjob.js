@@ -45,6 +45,16 @@ function fieldFor(doc, path, name, rawSchema, errorSlots) {
       s.nullable ? h("option", { value: "", text: "(default)" }) : null,
       s.enum.map((v) => h("option", { value: v, text: String(v), selected: v === s.default })));
     read = () => (input.value === "" ? undefined : input.value);
+  } else if (s.type === "array" && resolve(doc, s.items).enum) {
+    // a list of choices (`trackers`): a multiple select, nothing chosen = the default
+    const choices = resolve(doc, s.items).enum;
+    input = h("select", { id, name: path, multiple: true, size: String(choices.length) },
+      choices.map((v) => h("option", { value: v, text: String(v),
+        selected: (s.default || []).includes(v) })));
+    read = () => {
+      const chosen = [...input.selectedOptions].map((o) => o.value);
+      return chosen.length ? chosen : undefined;
+    };
   } else if (s.type === "boolean") {
     input = h("input", { id, name: path, type: "checkbox", checked: Boolean(s.default) });
     read = () => input.checked;
