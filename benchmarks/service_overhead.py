@@ -18,7 +18,8 @@ shared machine hits both sides alike):
 
 - service: one uvicorn API and ONE Celery worker, started and idle before the clock (worker
   start excluded, as the issue says). Each service run is a new tenant whose three splits are
-  uploaded before the clock (so no run reuses data an earlier one prepared or cached). The
+  uploaded before the clock (so no run reuses data an earlier one prepared or cached; each
+  CLI run gets a token cache folder of its own for the same reason). The
   clock runs from just before `POST /v1/jobs` to the moment the job's SSE stream (opened right
   after the POST) delivers the terminal `status` event: the wall time as a client sees it, with
   no polling of ours in it. The job row's server-side times split it into queue wait (created
@@ -313,7 +314,10 @@ def cli_run(paths: dict[str, Path], config: dict[str, Any], out: Path,
     env = {**base_env(), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-c", CLI_WRAPPER, str(timing), "train", "--train",
            str(paths["train"]), "--val", str(paths["val"]), "--test", str(paths["test"]),
-           "--output-dir", str(out), "--no-progress", "--device", "cpu", *flags]
+           "--output-dir", str(out), "--no-progress", "--device", "cpu",
+           # a token cache of its own: the service's job (a new tenant) misses its cache, so
+           # this run must too (the default, beside --output-dir, is shared by every repeat)
+           "--cache-dir", str(out.with_suffix(".cache")), *flags]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, check=False)
