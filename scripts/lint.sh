@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/ruff check api worker streamguard tests benchmarks
+.venv/bin/ruff check api worker streamguard tests benchmarks scripts
 .venv/bin/mypy api worker streamguard

@@ -13,11 +13,8 @@ artifacts (the model directory, the guard's warnings). The server is stopped at 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,9 +28,10 @@ CHROMIUM = Path(os.environ.get("STREAMGUARD_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-#: the e2e tests' tiny job (tests/e2e/harness.py): it predicts both classes from epoch 1
-SPLITS = {"train": ("train.jsonl", 3000, 1), "val": ("valid.jsonl", 300, 2),
-          "test": ("valid.jsonl", 200, 3)}
+sys.path.insert(0, str(ROOT))
+# the e2e tests' tiny job (its samples and flags): it predicts both classes from epoch 1
+from tests.e2e.harness import free_port, make_splits  # noqa: E402
+
 TRAIN_FLAGS = ["--model", "tiny", "--max-seq-len", "64", "--tokenizer-vocab-size", "2000",
                "--batch-size", "16", "--lr", "1e-3", "--epochs", "2",
                "--early-stopping-patience", "0", "--no-progress", "--no-cache"]
@@ -41,26 +39,6 @@ TRAIN_FLAGS = ["--model", "tiny", "--max-seq-len", "64", "--tokenizer-vocab-size
 
 def say(text: str) -> None:
     print(f"mlflow_screenshot: {text}", flush=True)  # noqa: T201
-
-
-def sample(src: Path, dst: Path, n: int, seed: int) -> Path:
-    """A deterministic, class-stratified sample of n rows (as tests/conftest.py draws it)."""
-    rows = [json.loads(line) for line in src.read_text(encoding="utf-8").splitlines() if line]
-    by_label: dict[int, list[dict]] = {0: [], 1: []}
-    for row in rows:
-        by_label[int(row["target"])].append(row)
-    rng = random.Random(seed)
-    n_vuln = round(n * len(by_label[1]) / len(rows))
-    picked = rng.sample(by_label[1], n_vuln) + rng.sample(by_label[0], n - n_vuln)
-    picked.sort(key=lambda r: r["id"])
-    dst.write_text("".join(json.dumps(r) + "\n" for r in picked), encoding="utf-8")
-    return dst
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -165,8 +143,7 @@ def main() -> int:
         try:
             out = work / "devign-tiny"
             if not args.reuse:
-                data = {split: sample(args.devign / src, work / f"{split}.jsonl", n, seed)
-                        for split, (src, n, seed) in SPLITS.items()}
+                data = make_splits(args.devign, work)
                 subprocess.run(
                     [str(VENV_BIN / "streamguard"), "train", "--train", str(data["train"]),
                      "--val", str(data["val"]), "--test", str(data["test"]), "--output-dir",

@@ -64,14 +64,13 @@ class SnapshotBuffers:
         self._kept: dict[tuple[str, int, int], torch.Tensor] = {}
         self._used: dict[tuple[str, int, int], torch.Tensor] = {}
 
-    def get(self, key: tuple[str, int, int], *, pinned: bool) -> tuple[torch.Tensor, bool]:
-        """(buffer of key[2] bytes, whether it was kept from an earlier snapshot)."""
+    def get(self, key: tuple[str, int, int], *, pinned: bool) -> torch.Tensor:
+        """A buffer of key[2] bytes: the earlier snapshot's for this source, else a new one."""
         base = self._kept.get(key)
-        reused = base is not None
         if base is None:
             base = torch.empty(key[2], dtype=torch.uint8, pin_memory=pinned)
         self._used[key] = base
-        return base, reused
+        return base
 
     def finish(self) -> None:
         """After a snapshot: keep what it used, free the rest."""
@@ -105,7 +104,7 @@ def snapshot(tree: Any, buffers: SnapshotBuffers | None = None) -> Any:
             if buffers is None:
                 base = torch.empty(raw.numel(), dtype=torch.uint8, pin_memory=on_gpu)
             else:
-                base, _ = buffers.get((*key, raw.numel()), pinned=on_gpu)
+                base = buffers.get((*key, raw.numel()), pinned=on_gpu)
             base.copy_(raw, non_blocking=on_gpu)
             storages[key] = base
         return torch.empty(0, dtype=tensor.dtype).set_(

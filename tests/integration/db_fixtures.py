@@ -21,11 +21,24 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from streamguard.db.migrate import upgrade
-from streamguard.db.session import make_engine
+from streamguard.db.session import make_engine, make_session_factory
+from streamguard.db.tenants import create_tenant_key
 
 PG_ADMIN_DSN = os.environ.get("STREAMGUARD_TEST_PG_ADMIN",
                               "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["postgresql", "sqlite"]
+
+
+def sqlite_with_key(folder: Path, tenant_name: str) -> tuple[str, str]:
+    """A migrated SQLite database in `folder` holding one tenant: (database URL, its API key),
+    for an API started as a real process over it."""
+    db_url = f"sqlite:///{(folder / 'streamguard.db').as_posix()}"
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    with make_session_factory(engine)() as session, session.begin():
+        _tenant, key = create_tenant_key(session=session, tenant_name=tenant_name)
+    engine.dispose()
+    return db_url, key
 
 
 @contextmanager

@@ -36,12 +36,10 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 
-from streamguard.db.migrate import upgrade
-from streamguard.db.session import make_engine, make_session_factory
-from streamguard.db.tenants import create_tenant_key
 from tests.e2e.harness import VENV_BIN, Proc, base_env, free_port, wait_ready
 from tests.integration import api_fixtures, hostile_fixtures
 from tests.integration.api_fixtures import good_rows
+from tests.integration.db_fixtures import sqlite_with_key
 from tests.integration.hostile_fixtures import Req, World, jsonl, multipart, send
 
 # Fixtures (integration/conftest.py is owned elsewhere).
@@ -860,12 +858,7 @@ def stream_post(port: int, path: str, key: str, *, chunked_body: bool,
 def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, int, str]]:
     """`uvicorn api.main:app` on 127.0.0.1 over an SQLite database; yields (proc, port, key)."""
     tmp = tmp_path_factory.mktemp("hostile-live")
-    db_url = f"sqlite:///{tmp / 'streamguard.db'}"
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    with make_session_factory(engine)() as session, session.begin():
-        _tenant, key = create_tenant_key(session=session, tenant_name="big-body")
-    engine.dispose()
+    db_url, key = sqlite_with_key(tmp, tenant_name="big-body")
     env = base_env() | {"SG_ENV": "dev", "SG_DATA_DIR": str(tmp / "data"), "SG_DB__URL": db_url}
     port = free_port()
     proc = Proc("api", [str(VENV_BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1",

@@ -22,12 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
 from streamguard.db.jobs import create_job
-from streamguard.db.migrate import upgrade
-from streamguard.db.session import make_engine, make_session_factory
-from streamguard.db.tenants import create_tenant_key
 from tests.e2e.harness import Proc, api_cmd, base_env, free_port, wait_ready
 from tests.integration import api_fixtures
 from tests.integration.api_fixtures import ApiHarness, make_harness
+from tests.integration.db_fixtures import sqlite_with_key
 
 # Fixtures from api_fixtures (integration/conftest.py is owned elsewhere).
 api_db_url = api_fixtures.api_db_url
@@ -129,12 +127,7 @@ def test_metrics_can_be_turned_off(tmp_path: Path, api_db_url: str,
 def json_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Proc]]:
     """uvicorn with SG_LOG__FORMAT=json over SQLite; yields (base URL, an API key, process)."""
     tmp = tmp_path_factory.mktemp("json_api")
-    db_url = f"sqlite:///{(tmp / 'sg.db').as_posix()}"
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    with make_session_factory(engine)() as session, session.begin():
-        _tenant, key = create_tenant_key(session=session, tenant_name="logs")
-    engine.dispose()
+    db_url, key = sqlite_with_key(tmp, tenant_name="logs")
     env = base_env() | {"SG_DATA_DIR": str(tmp / "data"), "SG_DB__URL": db_url,
                         "SG_LOG__FORMAT": "json"}
     port = free_port()
