@@ -46,6 +46,7 @@ class DbSettings(BaseModel):
 
     url: str = f"sqlite:///{DEFAULT_DATA_DIR.as_posix()}/streamguard.db"
     #: Connection pool of each process (PostgreSQL): size, overflow, and the wait for a free one.
+    #: The API keeps up to `pool_size + max_overflow` connections open (`api.main.api_pool`).
     pool_size: int = Field(default=10, gt=0)
     max_overflow: int = Field(default=10, ge=0)
     pool_timeout_s: float = Field(default=5.0, gt=0)

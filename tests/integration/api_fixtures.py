@@ -98,10 +98,12 @@ def good_rows(n: int = 12, start: int = 0) -> list[dict[str, Any]]:
 def make_harness(tmp_path: Path, db_url: str, sessions: Callable[[], Session], *,
                  storage_uri: str | None = None, endpoint_url: str | None = None,
                  max_upload_mb: int = 2, redis_url: str | None = None,
-                 broker_url: str | None = None, **api: Any) -> Iterator[ApiHarness]:
-    """The app over these services; `api` overrides ApiSettings fields."""
+                 broker_url: str | None = None, db: dict[str, Any] | None = None,
+                 **api: Any) -> Iterator[ApiHarness]:
+    """The app over these services; `db` overrides DbSettings fields, `api` ApiSettings
+    fields."""
     settings = Settings(
-        data_dir=tmp_path / "data", db={"url": db_url},
+        data_dir=tmp_path / "data", db={"url": db_url, **(db or {})},
         storage={"uri": storage_uri or (tmp_path / "artifacts").as_uri(),
                  "s3_endpoint_url": endpoint_url},
         redis={"url": redis_url}, broker={"url": broker_url},

@@ -7,6 +7,8 @@
 - A submission answers with its transition without reading it back; concurrent submissions
   with one Idempotency-Key (no savepoint any more) still make one job.
 - The train/val overlap warning is computed once per dataset pair.
+- Under concurrent requests the API keeps the database connections it opened (up to the pool's
+  budget) instead of opening a new PostgreSQL session for each burst.
 
 Statements are counted with a SQLAlchemy `before_cursor_execute` listener on the app's engine.
 """
@@ -200,6 +202,31 @@ def test_concurrent_submissions_with_one_key_make_one_job(api: ApiHarness) -> No
     assert len({r.json()["id"] for r in responses}) == 1
     assert len(api.enqueued) == 1
     assert len(list_jobs(api).json()["items"]) == 1
+
+
+@pytest.fixture
+def small_pool_api(tmp_path: Path, api_db_url: str,
+                   api_sessions: Callable[[], Session]) -> Iterator[ApiHarness]:
+    """The API with a budget of 4 connections (`pool_size` 1 + `max_overflow` 3: 4 threads)."""
+    yield from make_harness(tmp_path, api_db_url, api_sessions,
+                            db={"pool_size": 1, "max_overflow": 3})
+
+
+def test_concurrent_requests_reuse_the_connections_they_opened(
+        small_pool_api: ApiHarness) -> None:
+    """Bursts of 8 concurrent requests never open more than the budget's 4 sessions in all.
+    A pool that kept only `pool_size` idle closed each overflow connection as it came back and
+    opened it again at the next burst."""
+    api = small_pool_api
+    connects: list[object] = []
+    sa.event.listen(api.client.app.state.engine,  # type: ignore[attr-defined]
+                    "connect", lambda conn, _record: connects.append(conn))
+    assert list_jobs(api).status_code == 200
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _burst in range(6):
+            statuses = list(pool.map(lambda _i: list_jobs(api).status_code, range(16)))
+            assert statuses == [200] * 16
+    assert 1 <= len(connects) <= 4, len(connects)
 
 
 # --- the overlap warning ------------------------------------------------------------------------
