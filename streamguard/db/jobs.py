@@ -276,18 +276,37 @@ def get_job_by_idempotency_key(*, session: Session, tenant_id: str,
         Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key)).one_or_none()
 
 
-def _page(stmt: sa.Select[Any], *, tenant_id: str, status: JobStatus | str | None,
-          cursor: str | None, limit: int) -> sa.Select[Any]:
-    """The tenant's jobs (of `status`), after `cursor`, newest first, `limit + 1` rows (the
-    extra row says whether there is a next page)."""
-    stmt = stmt.where(Job.tenant_id == tenant_id)
+def _page(stmt: sa.Select[Any], *, status: bool, cursor: bool) -> sa.Select[Any]:
+    """`stmt` narrowed to a tenant's jobs (of a status), after a cursor, newest first, with the
+    values as bind parameters (`_page_params`): `limit + 1` rows, the extra one saying whether
+    there is a next page."""
+    stmt = stmt.where(Job.tenant_id == sa.bindparam("tenant_id"))
+    if status:
+        stmt = stmt.where(Job.status == sa.bindparam("status"))
+    if cursor:
+        after = sa.bindparam("after", type_=Job.created_at.type)
+        last_id = sa.bindparam("last_id", type_=Job.id.type)
+        stmt = stmt.where(sa.or_(Job.created_at < after,
+                                 sa.and_(Job.created_at == after, Job.id < last_id)))
+    return stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(sa.bindparam("rows"))
+
+
+def _page_params(*, tenant_id: str, status: JobStatus | str | None, cursor: str | None,
+                 limit: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"tenant_id": tenant_id, "rows": limit + 1}
     if status is not None:
-        stmt = stmt.where(Job.status == JobStatus(status).value)
+        params["status"] = JobStatus(status).value
     if cursor is not None:
-        created_at, last_id = decode_cursor(cursor)
-        stmt = stmt.where(sa.or_(Job.created_at < created_at,
-                                 sa.and_(Job.created_at == created_at, Job.id < last_id)))
-    return stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        params["after"], params["last_id"] = decode_cursor(cursor)
+    return params
+
+
+def _pages(stmt: sa.Select[Any]) -> dict[tuple[bool, bool], sa.Select[Any]]:
+    """The four page statements of `stmt` (with or without a status filter and a cursor),
+    built once: a statement reused keeps its compiled form's cache key, where one built per
+    request costs the building and the key again (a tenth of a small page's CPU)."""
+    return {(status, cursor): _page(stmt, status=status, cursor=cursor)
+            for status in (False, True) for cursor in (False, True)}
 
 
 def _cut(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
@@ -297,11 +316,15 @@ def _cut(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
     return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
 
 
+_JOB_PAGES = _pages(sa.select(Job))
+
+
 def list_jobs(*, session: Session, tenant_id: str, status: JobStatus | str | None = None,
               limit: int, cursor: str | None = None) -> tuple[list[Job], str | None]:
     """A page of the tenant's jobs, newest first; returns (jobs, next_cursor or None)."""
-    stmt = _page(sa.select(Job), tenant_id=tenant_id, status=status, cursor=cursor, limit=limit)
-    return _cut(list(session.scalars(stmt)), limit)
+    stmt = _JOB_PAGES[status is not None, cursor is not None]
+    params = _page_params(tenant_id=tenant_id, status=status, cursor=cursor, limit=limit)
+    return _cut(list(session.scalars(stmt, params)), limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +362,7 @@ _SUMMARY_SELECT = sa.select(
       if name != "selection_metric"),
     Job.spec[("config", "selection_metric")].as_string().label("selection_metric"),
 )
+_SUMMARY_PAGES = _pages(_SUMMARY_SELECT)
 
 
 def list_job_summaries(*, session: Session, tenant_id: str,
@@ -346,9 +370,9 @@ def list_job_summaries(*, session: Session, tenant_id: str,
                        cursor: str | None = None) -> tuple[list[JobSummaryRow], str | None]:
     """`list_jobs` as JobSummaryRow, in ONE query of the summary's columns; returns
     (rows, next_cursor or None)."""
-    stmt = _page(_SUMMARY_SELECT, tenant_id=tenant_id, status=status,
-                 cursor=cursor, limit=limit)
-    return _cut([JobSummaryRow(*row) for row in session.execute(stmt)], limit)
+    stmt = _SUMMARY_PAGES[status is not None, cursor is not None]
+    params = _page_params(tenant_id=tenant_id, status=status, cursor=cursor, limit=limit)
+    return _cut([JobSummaryRow(*row) for row in session.execute(stmt, params)], limit)
 
 
 def count_all_jobs_by_status(*, session: Session) -> dict[str, int]:
