@@ -40,9 +40,13 @@ def get_datasets(*, session: Session, tenant_id: str,
     are absent)."""
     if not dataset_ids:
         return {}
-    rows = session.scalars(sa.select(Dataset).where(
-        Dataset.id.in_(sorted(set(dataset_ids))), Dataset.tenant_id == tenant_id))
+    rows = session.scalars(_DATASETS, {"ids": sorted(set(dataset_ids)), "tenant_id": tenant_id})
     return {row.id: row for row in rows}
+
+
+#: Built once: a reused statement keeps its cache key (`streamguard.db.jobs._pages`).
+_DATASETS = sa.select(Dataset).where(Dataset.id.in_(sa.bindparam("ids", expanding=True)),
+                                     Dataset.tenant_id == sa.bindparam("tenant_id"))
 
 
 def get_dataset_or_raise(*, session: Session, tenant_id: str, dataset_id: str) -> Dataset:

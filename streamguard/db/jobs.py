@@ -695,14 +695,23 @@ def lock_tenant_row(*, session: Session, tenant_id: str,
     statement's snapshot saw it: a job committed while it waited for the lock is caught by the
     unique constraint instead.
     """
-    existing: Any = sa.null()
-    if idempotency_key is not None:
-        existing = (sa.select(Job.id).where(Job.tenant_id == tenant_id,
-                                            Job.idempotency_key == idempotency_key)
-                    .scalar_subquery())
-    row = session.execute(sa.select(Tenant.id, existing).where(Tenant.id == tenant_id)
-                          .with_for_update(key_share=True, of=Tenant)).first()
+    params = {"tenant_id": tenant_id, "key": idempotency_key}
+    row = session.execute(_LOCK_TENANT[idempotency_key is not None], params).first()
     return None if row is None or row[1] is None else str(row[1])
+
+
+def _lock_tenant(with_key: bool) -> sa.Select[Any]:
+    existing: Any = sa.null()
+    if with_key:
+        existing = (sa.select(Job.id).where(Job.tenant_id == sa.bindparam("tenant_id"),
+                                            Job.idempotency_key == sa.bindparam("key"))
+                    .scalar_subquery())
+    return (sa.select(Tenant.id, existing).where(Tenant.id == sa.bindparam("tenant_id"))
+            .with_for_update(key_share=True, of=Tenant))
+
+
+#: Built once (with and without an Idempotency-Key), like the job list's page statements.
+_LOCK_TENANT = {with_key: _lock_tenant(with_key) for with_key in (False, True)}
 
 
 def count_jobs_by_status(*, session: Session, tenant_id: str,
@@ -716,8 +725,19 @@ def count_jobs_by_status(*, session: Session, tenant_id: str,
     """
     if lock_tenant:
         lock_tenant_row(session=session, tenant_id=tenant_id)
-    query = sa.select(Job.status, sa.func.count()).where(Job.tenant_id == tenant_id)
+    params: dict[str, Any] = {"tenant_id": tenant_id}
     if statuses is not None:
-        query = query.where(Job.status.in_([JobStatus(s).value for s in statuses]))
-    rows = session.execute(query.group_by(Job.status)).all()
+        params["statuses"] = [JobStatus(s).value for s in statuses]
+    rows = session.execute(_COUNT_BY_STATUS[statuses is not None], params).all()
     return {str(status): int(count) for status, count in rows}
+
+
+def _count_by_status(some: bool) -> sa.Select[str, int]:
+    query = (sa.select(Job.status, sa.func.count())
+             .where(Job.tenant_id == sa.bindparam("tenant_id")))
+    if some:
+        query = query.where(Job.status.in_(sa.bindparam("statuses", expanding=True)))
+    return query.group_by(Job.status)
+
+
+_COUNT_BY_STATUS = {some: _count_by_status(some) for some in (False, True)}
