@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Callable, Collection
@@ -212,6 +213,26 @@ def _with_defaults(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+@functools.lru_cache(maxsize=4)
+def _submitted_insert(job_keys: tuple[str, ...], transition_keys: tuple[str, ...],
+                      event_keys: tuple[str, ...]) -> sa.Insert:
+    """`_insert_submitted`'s statement for these columns, built once, its values bound as
+    `j_<column>`, `t_<column>` and `e_<column>` (a statement reused keeps its cache key)."""
+    jobs_table, transitions_table, events_table = (
+        cast(sa.Table, model.__table__) for model in (Job, JobTransition, JobEvent))
+
+    def bound(table: sa.Table, prefix: str, keys: tuple[str, ...]) -> dict[str, Any]:
+        return {key: sa.bindparam(f"{prefix}_{key}", type_=table.c[key].type) for key in keys}
+
+    jobs_cte = (sa.insert(jobs_table).values(bound(jobs_table, "j", job_keys))
+                .returning(jobs_table.c.id))
+    events_cte = (sa.insert(events_table).values(bound(events_table, "e", event_keys))
+                  .returning(events_table.c.id))
+    return (sa.insert(transitions_table).values(bound(transitions_table, "t", transition_keys))
+            .returning(transitions_table.c.id)
+            .add_cte(jobs_cte.cte("new_job"), events_cte.cte("new_event")))
+
+
 def _insert_submitted(session: Session, job: Job) -> tuple[Job, JobTransition]:
     """PostgreSQL: the job row, its `submitted` transition and its status event in ONE
     statement (data-modifying CTEs; the foreign keys are checked at its end), instead of three
@@ -229,12 +250,12 @@ def _insert_submitted(session: Session, job: Job) -> tuple[Job, JobTransition]:
                          "reason": reason, "created_at": now}
     event_values = {"job_id": job.id, "kind": EventKind.STATUS.value, "created_at": now,
                     "payload": {"status": status, "from": None, "reason": reason}}
-    jobs_cte = sa.insert(jobs_table).values(job_values).returning(jobs_table.c.id)
-    events_cte = sa.insert(events_table).values(event_values).returning(events_table.c.id)
-    stmt = (sa.insert(transitions_table).values(transition_values)
-            .returning(transitions_table.c.id)
-            .add_cte(jobs_cte.cte("new_job"), events_cte.cte("new_event")))
-    transition_id = session.execute(stmt).scalar_one()
+    stmt = _submitted_insert(tuple(job_values), tuple(transition_values), tuple(event_values))
+    params = {f"{prefix}_{key}": value
+              for prefix, values in (("j", job_values), ("t", transition_values),
+                                     ("e", event_values))
+              for key, value in values.items()}
+    transition_id = session.execute(stmt, params).scalar_one()
     for column in jobs_table.columns:  # the columns left out are NULL: loaded as None
         setattr(job, column.key, job_values.get(column.key))
     transition = JobTransition(id=transition_id, **transition_values)
