@@ -10,9 +10,10 @@
 under `--data-dir`. It migrates the database, starts the API (`streamguard api`: one process
 unless `--api-workers N`), ONE real Celery training worker and one inference worker (`python
 -m worker.inference`: the `inference` queue of `POST /v1/jobs/{id}/predict`) as child
-processes (logs in `DATA_DIR/logs/`), restarting either worker when it dies, creates a development key for tenant `dev`, and unless `--no-demo`
-trains a tiny model on synthetic C functions through the HTTP API, printing each epoch as the
-SSE stream delivers it. Ctrl-C (or SIGTERM) stops the children.
+processes (logs in `DATA_DIR/logs/`), restarting either worker when it dies, creates a
+development key for tenant `dev`, and unless `--no-demo` trains a tiny model on synthetic C
+functions through the HTTP API, printing each epoch as the SSE stream delivers it. Ctrl-C (or
+SIGTERM) stops the children.
 """
 
 from __future__ import annotations
