@@ -1,13 +1,16 @@
 """The StreamGuard HTTP API: `create_app()` builds it; `app` is the ASGI entry point.
 
-    uvicorn api.main:app --host 0.0.0.0 --port 8000
+    streamguard api --host 0.0.0.0 --port 8000 --workers 4   # production: N processes
+    uvicorn api.main:app --host 0.0.0.0 --port 8000           # one process
 
 Everything is under /v1 (plus /healthz, /readyz and /metrics, Prometheus's format). The
 engine, session factories, artifact store, rate limiter and key cache are built once per app
 in the lifespan from Settings, and the worker-thread pool is sized there (`api.threads`,
 default the database pool's size plus its overflow: requests queue for a thread, holding
 nothing, rather than for a pooled connection while holding a thread); the Celery producer on
-first use.
+first use. Every one of these is per process: `streamguard api --workers N` runs N copies of
+this lifespan, which share only the database, Redis and the broker (no startup step here
+must run once: migrations are `streamguard db upgrade`'s, before the API starts).
 """
 
 from __future__ import annotations
@@ -52,20 +55,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.store = store_from_uri(settings.storage.uri,
                                      endpoint_url=settings.storage.s3_endpoint_url)
     app.state.celery = None
+    metrics: ApiMetrics | None = getattr(app.state, "metrics", None)
+    multiprocess = metrics is not None and metrics.multiprocess
     app.state.event_hub = hub = EventHub(  # one event poller for every SSE stream
         app.state.session_factory, redis_url=settings.redis.url,
         redis_socket_timeout_s=settings.redis.socket_timeout_s,
-        redis_connect_timeout_s=settings.redis.connect_timeout_s)
+        redis_connect_timeout_s=settings.redis.connect_timeout_s,
+        on_listeners=metrics.set_sse_streams if metrics is not None and multiprocess else None)
     await hub.start()
-    metrics: ApiMetrics | None = getattr(app.state, "metrics", None)
     if metrics is not None:
+        # several API processes: the streams are a livesum gauge, not this process's count
         metrics.watch_state(StateCollector(settings, app.state.read_session_factory,
-                                           lambda: hub.listeners))
+                                           None if multiprocess else lambda: hub.listeners))
     try:
         yield
     finally:
         await hub.stop()
         engine.dispose()
+        if metrics is not None:
+            metrics.process_exiting()
 
 
 def api_pool(settings: Settings) -> dict[str, int]:

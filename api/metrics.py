@@ -13,6 +13,16 @@ Each app has its own registry (`ApiMetrics`), so two apps in one process (tests)
   this process (the event hub's listeners). A source that fails is left out of that scrape and
   `streamguard_metrics_source_up{source}` says 0.
 
+Several API processes (`streamguard api --workers N`, N > 1): each scrape reaches ONE of them,
+so per-process counters would jump between processes. The launcher then sets
+PROMETHEUS_MULTIPROC_DIR (a fresh, empty folder) before the processes start, prometheus_client
+keeps every counter and histogram in memory-mapped files there, and GET /metrics sums the files
+of every process (`MultiProcessCollector`), those of exited processes too. The process, GC and
+platform collectors are left out in that mode (they would describe whichever process answered).
+The state collector runs in the answering process only, so jobs and queue depths are read once
+per scrape, and the open SSE streams are a `livesum` gauge that each process updates as its
+streams open and close (summed over the live processes).
+
 No label names a tenant, a job or a key: /metrics answers without an API key (`api.metrics`
 turns it off).
 """
@@ -20,6 +30,7 @@ turns it off).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,11 +39,14 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
+    multiprocess,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,25 +64,47 @@ UNMATCHED = "unmatched"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Request durations: from a cached GET (milliseconds) to an upload or prediction (seconds).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SSE_HELP = "Open SSE event streams (GET /v1/jobs/{id}/events)"
+
+
+def multiprocess_mode() -> bool:
+    """Whether prometheus_client keeps values in PROMETHEUS_MULTIPROC_DIR's files: decided once,
+    when it was first imported (so the variable must be set before that, by the launcher)."""
+    return values.ValueClass is not values.MutexValue
 
 
 class ApiMetrics:
     """The registry of one app: process metrics, the HTTP counters, and the state collector
-    (`watch_state`, once the lifespan has built the database and the event hub)."""
+    (`watch_state`, once the lifespan has built the database and the event hub).
+
+    In multiprocess mode the registry holds the `MultiProcessCollector` instead of the counters
+    themselves (their values are in the shared files; registering them too would count this
+    process twice), and `sse_streams` is the livesum gauge of this process's open streams.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        self.multiprocess = multiprocess_mode()
+        own: CollectorRegistry | None = self.registry
+        self.sse_streams: Gauge | None = None
+        if self.multiprocess:
+            multiprocess.MultiProcessCollector(self.registry)
+            own = None
+            self.sse_streams = Gauge("streamguard_sse_connections", SSE_HELP + ", summed over "
+                                     "the live API processes.", registry=None,
+                                     multiprocess_mode="livesum")
+        else:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
         self.requests = Counter(
             "streamguard_http_requests", "HTTP requests answered, by method, route template "
-            "and status code.", ["method", "route", "status"], registry=self.registry)
+            "and status code.", ["method", "route", "status"], registry=own)
         self.duration = Histogram(
             "streamguard_http_request_duration_seconds", "Time from a request's arrival to the "
             "end of its response (of the whole stream for SSE), by method, route template and "
             "status code.", ["method", "route", "status"], buckets=DURATION_BUCKETS,
-            registry=self.registry)
+            registry=own)
         self._state: StateCollector | None = None
         #: (method, route, status) -> its counter and histogram children; bounded like the labels.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -79,6 +115,16 @@ class ApiMetrics:
             self.registry.unregister(self._state)
         self._state = collector
         self.registry.register(collector)
+
+    def set_sse_streams(self, n: int) -> None:
+        """This process's open SSE streams (multiprocess mode: the event hub calls it)."""
+        if self.sse_streams is not None:
+            self.sse_streams.set(n)
+
+    def process_exiting(self) -> None:
+        """Multiprocess mode: drop this process's live gauges (its counters stay counted)."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method if method in KNOWN_METHODS else "other", route, status)
@@ -133,11 +179,12 @@ class StateCollector:
     Args:
         settings: the app's settings (broker and queue names).
         session_factory: opens a read session for the GROUP BY.
-        sse_connections: the number of open SSE streams (the event hub's listeners).
+        sse_connections: the number of open SSE streams (the event hub's listeners); None in
+            multiprocess mode, where the livesum gauge of `ApiMetrics` reports them.
     """
 
     def __init__(self, settings: Settings, session_factory: Callable[[], Any],
-                 sse_connections: Callable[[], int]) -> None:
+                 sse_connections: Callable[[], int] | None) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.sse_connections = sse_connections
@@ -174,7 +221,8 @@ class StateCollector:
                 waiting.add_metric([role, name], depths.get(name, 0))
             yield waiting
         yield up
-        streams = GaugeMetricFamily("streamguard_sse_connections", "Open SSE event streams "
-                                    "(GET /v1/jobs/{id}/events) of this API process.")
-        streams.add_metric([], self.sse_connections())
-        yield streams
+        if self.sse_connections is not None:
+            streams = GaugeMetricFamily("streamguard_sse_connections",
+                                        SSE_HELP + " of this API process.")
+            streams.add_metric([], self.sse_connections())
+            yield streams

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,8 +159,11 @@ class EventHub:
 
     def __init__(self, factory: sessionmaker[Session], *, redis_url: str | None = None,
                  redis_socket_timeout_s: float = 2.0, redis_connect_timeout_s: float = 2.0,
-                 poll_s: float = POLL_S, safety_poll_s: float = SAFETY_POLL_S) -> None:
+                 poll_s: float = POLL_S, safety_poll_s: float = SAFETY_POLL_S,
+                 on_listeners: Callable[[int], None] | None = None) -> None:
         self.factory = factory
+        #: Told the number of open streams whenever it changes (a multiprocess gauge, metrics).
+        self.on_listeners = on_listeners
         self.redis_url = redis_url
         self.redis_socket_timeout_s = redis_socket_timeout_s
         self.redis_connect_timeout_s = redis_connect_timeout_s
@@ -202,6 +205,7 @@ class EventHub:
             for listener in watch.listeners:
                 listener.close()
         self._watches.clear()
+        self._listeners_changed()
 
     # --- streams -------------------------------------------------------------------------------
 
@@ -226,6 +230,7 @@ class EventHub:
         elif not watch.started:
             watch.floor = min(watch.floor, after_id)
         watch.listeners.add(listener)
+        self._listeners_changed()
         return listener
 
     def unsubscribe(self, listener: Listener) -> None:
@@ -235,6 +240,11 @@ class EventHub:
         watch.listeners.discard(listener)
         if not watch.listeners:
             del self._watches[listener.job_id]
+        self._listeners_changed()
+
+    def _listeners_changed(self) -> None:
+        if self.on_listeners is not None:
+            self.on_listeners(self.listeners)
 
     async def read(self, job_id: str, after_id: int) -> Page:
         """Events of one job after `after_id` (a stream's replay or catch-up), in a thread."""

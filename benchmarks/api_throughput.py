@@ -3,7 +3,8 @@
 Starts the real stack on this machine the way tests/e2e/harness.py does: a fresh PostgreSQL
 database (created on 127.0.0.1:5432, migrated, dropped at the end), Redis for events, rate limits
 and as the Celery broker (a queue of this run's own, deleted at the end; no worker consumes it,
-so submitted jobs stay queued), a local artifact store, and one real uvicorn API process. It
+so submitted jobs stay queued), a local artifact store, and the real API started the production
+way, `streamguard api --workers N` (`--api-workers`, default 1: one process, as before). It
 creates tenants with API keys, uploads a train and a val dataset per tenant, stores a few
 hundred jobs across the tenants, then drives `--clients` concurrent clients (httpx async, one
 connection each, the tenants' keys spread over them) for `--duration-s` per phase, after
@@ -20,16 +21,18 @@ are raised for the benchmark through the environment (`SG_API__RATE_LIMIT_PER_MI
 in Redis, the quota count under the tenant lock), only their limits are out of reach. The
 output says so.
 
-Prints requests/s, p50 and p99 per phase, the ratios to /healthz and the API process's CPU
-time per request (user + system of the uvicorn process over the phase, divided by its requests:
-what the server spends, whatever else runs on the machine), then one JSON line
-(`healthz_rps`, `list_rps`, `list_rps_ratio`, `list_p99_ratio`, `create_rps`,
-`create_rps_ratio`, `create_p99_ratio`, the targets and whether each is met, the API's CPU per
-request, the machine's load). Exits 1 when a phase saw unexpected statuses.
+Prints requests/s, p50 and p99 per phase, the ratios to /healthz and the API's CPU time per
+request (user + system over the phase of the launcher and every process under it, i.e. all its
+worker processes, divided by the requests: what the server spends, whatever else runs on the
+machine), then one JSON line (`api_workers`, `healthz_rps`, `list_rps`, `list_rps_ratio`,
+`list_p99_ratio`, `create_rps`, `create_rps_ratio`, `create_p99_ratio`, the targets and whether
+each is met, the API's CPU per request, the machine's load). Exits 1 when a phase saw
+unexpected statuses.
 
     .venv/bin/python benchmarks/api_throughput.py              # 10 s per phase, 50 clients
     .venv/bin/python benchmarks/api_throughput.py --duration-s 3 --warmup-s 1   # a quick look
     .venv/bin/python benchmarks/api_throughput.py --api-env SG_API__THREADS=6   # API settings
+    .venv/bin/python benchmarks/api_throughput.py --api-workers 2   # two API processes
 
 Targets (issue 10): GET /v1/jobs >= 50 % of /healthz's requests/s, POST /v1/jobs >= 30 %,
 each with a p99 at most 5x /healthz's p99.
@@ -80,11 +83,36 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process under it (each thread's `children` list in /proc)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue  # gone meanwhile
+        for task in tasks:
+            try:
+                todo.extend(int(kid) for kid in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return pids
+
+
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (its threads included)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rfind(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """User + system CPU seconds so far of a process and all the processes under it (their
+    threads included): the API launcher and its worker processes."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            stat = Path(f"/proc/{member}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
 
 
 # --- the stack ----------------------------------------------------------------------------------
@@ -113,7 +141,7 @@ def drop_database(url: str) -> None:
 
 
 def start_api(tmp: Path, db_url: str, queue: str, env_extra: dict[str, str],
-              log: Path) -> tuple[Proc, str]:
+              log: Path, workers: int) -> tuple[Proc, str]:
     env = base_env()
     env.update({
         "SG_ENV": "dev",
@@ -129,7 +157,7 @@ def start_api(tmp: Path, db_url: str, queue: str, env_extra: dict[str, str],
     })
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    api = Proc("api", api_cmd(port), env, log)
+    api = Proc("api", api_cmd(port, workers=workers), env, log)
     wait_ready(base_url, [api])
     return api, base_url
 
@@ -287,8 +315,9 @@ def report(phases: dict[str, Phase], args: argparse.Namespace, total_jobs: int) 
     base = phases["healthz"]
     print(f"\n{args.clients} concurrent clients, {args.duration_s:g} s per phase after "
           f"{args.warmup_s:g} s warm-up; {args.tenants} tenants, {total_jobs} jobs stored "
-          f"before the list phase; one uvicorn API process; PostgreSQL, Redis (rate limits, "
-          f"broker).")
+          f"before the list phase; `streamguard api --workers {args.api_workers}` "
+          f"({args.api_workers} API worker process{'es' if args.api_workers > 1 else ''}); "
+          f"PostgreSQL, Redis (rate limits, broker).")
     print(f"Limits raised for the benchmark via the environment (the checks still run): "
           f"SG_API__RATE_LIMIT_PER_MINUTE={BENCH_RATE_LIMIT_PER_MINUTE}, "
           f"SG_API__MAX_QUEUED_JOBS_PER_TENANT={BENCH_MAX_QUEUED_JOBS}"
@@ -308,7 +337,7 @@ def report(phases: dict[str, Phase], args: argparse.Namespace, total_jobs: int) 
             print(f"    {n} x {error}")
     lst, crt = phases["list"], phases["create"]
     out: dict[str, Any] = {
-        "clients": args.clients, "duration_s": args.duration_s,
+        "api_workers": args.api_workers, "clients": args.clients, "duration_s": args.duration_s,
         "healthz_rps": base.rps, "healthz_p50_ms": base.p(0.5), "healthz_p99_ms": base.p(0.99),
         "list_rps": lst.rps, "list_p50_ms": lst.p(0.5), "list_p99_ms": lst.p(0.99),
         "list_rps_ratio": ratio(lst.rps, base.rps),
@@ -352,6 +381,8 @@ def main() -> None:
     p.add_argument("--page-size", type=int, default=0, help="0: the API's default page size")
     p.add_argument("--phases", nargs="+", choices=list(LABELS), default=list(LABELS),
                    help="run only these (a profiling aid; the ratios need healthz)")
+    p.add_argument("--api-workers", type=int, default=1,
+                   help="API worker processes (`streamguard api --workers N`) [1]")
     p.add_argument("--api-log", help="keep the API process's log in this file")
     p.add_argument("--api-env", action="append", default=[], metavar="SG_X=V",
                    help="extra environment for the API process (e.g. pool sizes)")
@@ -367,11 +398,12 @@ def main() -> None:
             tmp = Path(tmp_name)
             keys = [create_key(db_url, f"bench-{i}") for i in range(args.tenants)]
             log = Path(args.api_log) if args.api_log else tmp / "logs" / "api.log"
-            api, base_url = start_api(tmp, db_url, queue, env_extra, log)
+            api, base_url = start_api(tmp, db_url, queue, env_extra, log, args.api_workers)
             refs = [upload_datasets(base_url, key, tmp) for key in keys]
             stack = Stack(base_url, api, keys, refs, queue)
             store_jobs(db_url, stack, args.jobs_per_tenant)
-            print(f"API process {api.pid} at {base_url}; load starts", flush=True)
+            print(f"API launcher {api.pid} ({args.api_workers} worker process(es)) at "
+                  f"{base_url}; load starts", flush=True)
             try:
                 phases = asyncio.run(run_phases(stack, args))
             finally:

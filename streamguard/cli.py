@@ -274,10 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib
     import importlib.util
 
-    # Each module adds its subcommands: data tools, service (keys, up), the remote client
-    # (datasets, submit, jobs, watch, metrics, cancel, download), the job report, the guard's
-    # replay and predictions.
-    for name in ("cli_data", "cli_service", "cli_remote", "cli_report", "cli_guard",
+    # Each module adds its subcommands: data tools, service (db, keys, up), the API server,
+    # the remote client (datasets, submit, jobs, watch, metrics, cancel, download), the job
+    # report, the guard's replay and predictions.
+    for name in ("cli_data", "cli_service", "cli_api", "cli_remote", "cli_report", "cli_guard",
                  "cli_predict"):
         if importlib.util.find_spec(f"streamguard.{name}"):
             importlib.import_module(f"streamguard.{name}").register(sub)

@@ -7,12 +7,13 @@
     streamguard up --no-demo --port 8080 --data-dir /srv/streamguard
 
 `up` needs no servers: SQLite, a file:// artifact store and Celery's filesystem broker, all
-under `--data-dir`. It migrates the database, starts `uvicorn` (the API), ONE real Celery
-training worker and one inference worker (`python -m worker.inference`: the `inference` queue
-of `POST /v1/jobs/{id}/predict`) as child processes (logs in `DATA_DIR/logs/`), restarting
-either worker when it dies, creates a development key for tenant `dev`, and unless `--no-demo`
-trains a tiny model on synthetic C functions through the HTTP API, printing each epoch as the
-SSE stream delivers it. Ctrl-C (or SIGTERM) stops the children.
+under `--data-dir`. It migrates the database, starts the API (`streamguard api`: one process
+unless `--api-workers N`), ONE real Celery training worker and one inference worker (`python
+-m worker.inference`: the `inference` queue of `POST /v1/jobs/{id}/predict`) as child
+processes (logs in `DATA_DIR/logs/`), restarting either worker when it dies, creates a
+development key for tenant `dev`, and unless `--no-demo` trains a tiny model on synthetic C
+functions through the HTTP API, printing each epoch as the SSE stream delivers it. Ctrl-C (or
+SIGTERM) stops the children.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from streamguard.cli_api import positive_int
 from streamguard.contract import TERMINAL_STATUSES
 from streamguard.settings import (
     DEFAULT_DATA_DIR,
@@ -90,6 +92,9 @@ def register(sub: Any) -> None:
     p.add_argument("--no-demo", dest="demo", action="store_false",
                    help="do not upload the synthetic demo dataset or submit a demo job")
     p.add_argument("--demo-epochs", type=int, default=4, help="epochs of the demo job")
+    p.add_argument("--api-workers", type=positive_int, default=1,
+                   help="API worker processes [1]: SQLite takes one writer at a time, so more "
+                        "mostly help a read-heavy API (dashboards, many SSE streams)")
     p.add_argument("--exit-after-demo", action="store_true",
                    help="stop the services once the demo job has finished (tests, CI)")
     p.set_defaults(handler=cmd_up)
@@ -174,8 +179,9 @@ INHERITED_SETTINGS = ("SG_LOG__", "SG_WORKER__METRICS_")
 class Services:
     """The API and worker child processes; `stop()` terminates both (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, data_dir: Path, host: str, port: int) -> None:
+    def __init__(self, data_dir: Path, host: str, port: int, api_workers: int = 1) -> None:
         self.data_dir, self.host, self.port = data_dir, host, port
+        self.api_workers = api_workers
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
         self._files: list[IO[bytes]] = []
@@ -191,8 +197,10 @@ class Services:
 
     def start(self, env: dict[str, str], queue: str) -> None:
         commands = {
-            "api": [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
-                    "--host", self.host, "--port", str(self.port)],
+            # `streamguard api` (streamguard/cli_api.py): one uvicorn process by default
+            "api": [sys.executable, "-c", "import sys; from streamguard.cli import main; "
+                    "sys.exit(main())", "api", "--host", self.host, "--port", str(self.port),
+                    "--workers", str(self.api_workers)],
             # One process, one task at a time: the embedded default has one (GPU or CPU) device.
             "worker": [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker",
                        "--pool=solo", "--concurrency=1", "-Q", queue, "--loglevel=INFO",
@@ -341,7 +349,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings.ensure_dirs()
     say(f"StreamGuard (embedded: SQLite, file:// artifacts, filesystem broker) in {data_dir}")
     key = create_key(settings.db.url, "dev")  # migrates first
-    services = Services(data_dir, args.host, args.port)
+    services = Services(data_dir, args.host, args.port, args.api_workers)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     with ExitStack() as stack:
         stack.callback(signal.signal, signal.SIGTERM, previous)

@@ -174,6 +174,13 @@ class ApiSettings(BaseModel):
     #: on a small machine fewer may serve short requests with less CPU (handlers mostly hold the
     #: GIL), but uploads and predictions hold a thread for seconds: the default leaves room.
     threads: int | None = Field(default=None, gt=0)
+    #: API worker processes `streamguard api` starts (uvicorn's `workers`). One process holds
+    #: the GIL, so the API serves about one core's worth of requests; N processes share the
+    #: port and scale with cores. Each builds its own database pool (N x (pool_size +
+    #: max_overflow) connections in all: mind PostgreSQL's max_connections), event hub, key
+    #: cache and Celery producer. Above 1, Prometheus metrics are summed over the processes
+    #: (PROMETHEUS_MULTIPROC_DIR, docs/operations.md).
+    workers: int = Field(default=1, gt=0)
     #: Seconds a verified API key is remembered per API process (its tenant, by the key's
     #: SHA-256), so most requests skip the key lookup; a revoked key can still be accepted for
     #: this long by a process that verified it shortly before. 0 verifies every request.

@@ -187,9 +187,29 @@ def wait_ready(base_url: str, procs: Sequence[Proc], timeout_s: float = 120.0) -
     raise AssertionError(f"{base_url}/readyz not ready after {timeout_s:.0f} s: {last}")
 
 
-def api_cmd(port: int) -> list[str]:
-    return [str(VENV_BIN / "uvicorn"), "--factory", "api.main:create_app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]
+def api_cmd(port: int, workers: int | None = None) -> list[str]:
+    """The API on loopback: one uvicorn process, or with `workers` the production launcher
+    `streamguard api --workers N` (uvicorn's supervisor and N worker processes)."""
+    if workers is None:
+        return [str(VENV_BIN / "uvicorn"), "--factory", "api.main:create_app",
+                "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]
+    return [sys.executable, "-c", "import sys; from streamguard.cli import main; "
+            "sys.exit(main())", "api", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers), "--log-level", "info"]
+
+
+def spawned_workers(pid: int) -> list[int]:
+    """The worker processes of `streamguard api --workers N` with supervisor `pid`: its
+    children started by multiprocessing's spawn (not its resource tracker)."""
+    kids = []
+    for kid in child_pids(pid):
+        try:
+            cmdline = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"spawn_main" in part for part in cmdline):
+            kids.append(kid)
+    return sorted(kids)
 
 
 def worker_cmd(queue: str, node: str) -> list[str]:

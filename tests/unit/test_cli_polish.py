@@ -36,7 +36,8 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stderr
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["submit", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["submit", "--help"],
+                                  ["api", "--help"]])
 def test_help_loads_no_heavy_module(argv: list[str]) -> None:
     code = ("import sys\nfrom streamguard.cli import main\ntry:\n    main(sys.argv[1:])\n"
             "except SystemExit:\n    pass\n"
@@ -64,6 +65,8 @@ def test_version() -> None:
     (["train", "--train", "t", "--val", "v", "--output-dir", "o", "--selection-metric", "recal"],
      "--selection-metric: invalid choice: 'recal'; did you mean 'recall'?"),
     (["jobs", "--staus", "running"], "did you mean --status?"),
+    (["api", "--workers", "0"], "argument --workers: must be at least 1, got 0"),
+    (["api", "--wrokers", "2"], "unknown flag --wrokers; did you mean --workers?"),
 ])
 def test_typos_get_a_suggestion_and_exit_2(argv: list[str], fragment: str) -> None:
     err = one_line_error(streamguard(*argv))

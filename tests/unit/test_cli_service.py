@@ -29,6 +29,9 @@ def test_keys_create_migrates_and_prints_a_working_key(tmp_path: Path,
 def test_up_flags() -> None:
     args = build_parser().parse_args(["up", "--no-demo", "--port", "9000", "--exit-after-demo"])
     assert (args.demo, args.port, args.exit_after_demo, args.demo_epochs) == (False, 9000, True, 4)
+    assert args.api_workers == 1  # SQLite: one API process unless asked
+    args = build_parser().parse_args(["up", "--api-workers", "2"])
+    assert args.api_workers == 2
 
 
 def test_embedded_env_drops_inherited_servers(tmp_path: Path,

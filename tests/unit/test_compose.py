@@ -118,6 +118,19 @@ def test_each_service_builds_its_roles_image(compose: dict[str, Any]) -> None:
     assert "TORCH_INDEX_URL" in stages["worker"]
 
 
+def test_the_api_runs_through_the_launcher_with_several_workers(
+        compose: dict[str, Any]) -> None:
+    """`streamguard api` in compose and in the image (uvicorn's workers, Prometheus summed
+    over them); compose's default worker count is 2, an operator's SG_API_WORKERS wins."""
+    api = compose["services"]["api"]
+    assert api["command"][:2] == ["streamguard", "api"]
+    workers = str(api["environment"]["SG_API__WORKERS"])
+    assert interpolate(workers, {}) == "2" and interpolate(workers, {"SG_API_WORKERS": "4"}) == "4"
+    stages = dockerfile_stages(ROOT / api["build"]["dockerfile"])
+    cmd = next(line for line in stages["api"].splitlines() if line.startswith("CMD"))
+    assert cmd.startswith('CMD ["streamguard", "api"'), cmd
+
+
 def test_env_names_match_settings_and_are_valid(compose: dict[str, Any],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("api", "worker", "migrate"):

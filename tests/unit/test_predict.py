@@ -426,6 +426,8 @@ def test_up_starts_and_restarts_the_inference_worker(tmp_path: Path,
     services.start({}, "gpu")
     assert spawned == ["api", "worker", "inference"]
     assert services._commands["inference"][1:3] == ["-m", "worker.inference"]
+    assert services._commands["api"][3:] == ["api", "--host", "127.0.0.1", "--port", "8000",
+                                             "--workers", "1"]
     services.procs["inference"] = FakeProc(-9)  # killed
     supervisor = threading.Thread(target=services.supervise_worker, daemon=True)
     supervisor.start()
