@@ -29,7 +29,12 @@ from api.ratelimit import build_rate_limiter
 from api.routes import checkpoints, datasets, events, health, jobs, predict, report, ui
 from api.routes import metrics as metrics_route
 from api.streams import EventHub
-from streamguard.db.session import make_engine, make_read_session_factory, make_session_factory
+from streamguard.db.session import (
+    commit_probe,
+    make_engine,
+    make_read_session_factory,
+    make_session_factory,
+)
 from streamguard.logs import configure_logging
 from streamguard.settings import Settings, get_settings
 from streamguard.storage import store_from_uri
@@ -55,7 +60,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.event_hub = hub = EventHub(  # one event poller for every SSE stream
         app.state.session_factory, redis_url=settings.redis.url,
         redis_socket_timeout_s=settings.redis.socket_timeout_s,
-        redis_connect_timeout_s=settings.redis.connect_timeout_s)
+        redis_connect_timeout_s=settings.redis.connect_timeout_s,
+        commit_probe=commit_probe(engine))  # SQLite: read as soon as the files change
     await hub.start()
     metrics: ApiMetrics | None = getattr(app.state, "metrics", None)
     if metrics is not None:
