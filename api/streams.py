@@ -298,18 +298,22 @@ class EventHub:
                 delay = 0.0  # a job had a full batch: read on at once
 
     async def _wait(self, delay: float, token: Hashable | None) -> None:
-        """Until `wake()`, `delay` seconds, or (with a commit probe and the `token` taken before
-        the last pass) the probe's token differs from it: something committed since."""
-        with anyio.move_on_after(delay):
-            if token is None or self.commit_probe is None:
+        """Until `wake()`, `delay` seconds, or (with a commit probe, a stream to feed and the
+        `token` taken before the last pass) the probe's token differs from it: something
+        committed since. The probe ticks are plain sleeps (a cancel scope per tick cost an idle
+        API several times its CPU); with nobody streaming the hub does not probe at all."""
+        if token is None or self.commit_probe is None or not self._watches:
+            with anyio.move_on_after(delay):
                 await self._wake.wait()
+            return
+        deadline = time.monotonic() + delay
+        while not self._wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return
-            while True:
-                with anyio.move_on_after(self.probe_s):
-                    await self._wake.wait()
-                    return
-                if self.commit_probe() != token:
-                    return
+            await asyncio.sleep(min(self.probe_s, left))
+            if self.commit_probe() != token:
+                return
 
     def _read_jobs(self, lows: dict[str, int]) -> dict[str, list[Message]]:
         found: dict[str, list[Message]] = {}
