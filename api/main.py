@@ -32,7 +32,12 @@ from api.ratelimit import build_rate_limiter
 from api.routes import checkpoints, datasets, events, health, jobs, predict, report, ui
 from api.routes import metrics as metrics_route
 from api.streams import EventHub
-from streamguard.db.session import make_engine, make_read_session_factory, make_session_factory
+from streamguard.db.session import (
+    commit_probe,
+    make_engine,
+    make_read_session_factory,
+    make_session_factory,
+)
 from streamguard.logs import configure_logging
 from streamguard.settings import Settings, get_settings
 from streamguard.storage import store_from_uri
@@ -61,7 +66,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.session_factory, redis_url=settings.redis.url,
         redis_socket_timeout_s=settings.redis.socket_timeout_s,
         redis_connect_timeout_s=settings.redis.connect_timeout_s,
-        on_listeners=metrics.set_sse_streams if metrics is not None and multiprocess else None)
+        on_listeners=metrics.set_sse_streams if metrics is not None and multiprocess else None,
+        commit_probe=commit_probe(engine))  # SQLite: read as soon as the files change
     await hub.start()
     if metrics is not None:
         # several API processes: the streams are a livesum gauge, not this process's count

@@ -33,9 +33,13 @@ shared machine hits both sides alike):
 
 Both sides train with the same torch thread count (`--threads`, default every core): the worker
 through `SG_WORKER__TORCH_THREADS`, the CLI through OMP_NUM_THREADS. Other load on the machine
-inflates both; compare the ratio only within one run. The CPU time of each side (the worker and
-API processes during the job; the CLI process during `main`) is printed too: it moves much less
-than wall time when other processes share the cores.
+inflates both, unevenly; compare the ratio only within one run, and only of runs on a quiet
+machine: each run prints the CPU time the machine's OTHER processes used meanwhile (`OtherLoad`).
+With one torch thread the CPU time of each side (the worker and API processes during the job;
+the CLI process during `main`, also printed) moves much less than wall time under other load;
+with 2 threads on 2 cores it does not (OpenMP threads spin-wait for a peer that lost its core:
+measured on 2 cores, the same CLI run took 21.9 CPU-s on a quiet machine, 43 to 164 CPU-s while
+another benchmark ran).
 
 The default job is the end-to-end tests' tiny one (tests/e2e/harness.py: 3,000 / 300 / 200
 rows, `tiny` model, max length 64, batch 16, 2 epochs): 4 runs of up to about a minute each
@@ -53,6 +57,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -61,7 +66,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -179,6 +184,7 @@ class Stack:
     def __init__(self, kind: str, root: Path, extra_env: dict[str, str] | None = None) -> None:
         self.kind, self.root, self.extra_env = kind, root, extra_env or {}
         self.workers: list[Proc] = []
+        self.redis: RedisServer | None = None
         self._cleanup: list[Any] = []
         self.queue = "gpu"
         try:
@@ -215,7 +221,7 @@ class Stack:
             db = pg_database()
             db_url = db.__enter__()
             self._cleanup.append(lambda: db.__exit__(None, None, None))
-            redis = RedisServer(self.root / "redis")
+            redis = self.redis = RedisServer(self.root / "redis")
             self._cleanup.append(redis.proc.stop)
             logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
             moto = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
@@ -248,6 +254,11 @@ class Stack:
         self.api.procs = [self.api_proc, *self.workers]
         time.sleep(1.0)  # past the sweeper's first pass: idle
 
+    def pids(self) -> list[int]:
+        """The processes of the stack started here: API, workers, redis-server."""
+        procs = [self.api_proc, *self.workers, *([self.redis.proc] if self.redis else [])]
+        return [proc.pid for proc in procs]
+
     def tenant_api(self, name: str) -> Api:
         """The API as a new tenant (nothing of another tenant's, e.g. cached data, is reused)."""
         return Api(self.api.base_url, create_key(self.db_url, name), self.api.procs)
@@ -277,11 +288,47 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every process on this machine has used so far (/proc/stat's first line:
+    user, nice, system, irq, softirq and steal time)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s(pids: Sequence[int]) -> float:
+    """CPU seconds of this process, of its waited-for children (the CLI runs) and of `pids`
+    (the stack's API, workers and redis-server)."""
+    self_, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                            resource.RUSAGE_CHILDREN))
+    return (self_.ru_utime + self_.ru_stime + children.ru_utime + children.ru_stime
+            + sum(cpu_s(pid) for pid in pids))
+
+
+class OtherLoad:
+    """CPU seconds used by every OTHER process on the machine between construction and
+    `stop()` (PostgreSQL's server included, on the full stack). On 2 cores it matters far
+    beyond its own size: with 2 torch threads, an OpenMP thread whose peer lost its core to
+    another process spin-waits for it, so one busy process can make a run several times
+    slower and burn more CPU besides. A ratio means something only where this is near 0."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = list(pids)
+        self.busy0, self.own0 = machine_busy_s(), own_cpu_s(self.pids)
+
+    def stop(self) -> float:
+        busy, own = machine_busy_s(), own_cpu_s(self.pids)
+        return max(0.0, (busy - self.busy0) - (own - self.own0))
+
+
 def service_run(api: Api, refs: dict[str, Any], config: dict[str, Any],
-                timeout_s: float, cpu_pids: tuple[int, int]) -> dict[str, Any]:
-    """One job: POST, then its SSE stream to the terminal status (client-side clock); and the
-    CPU time the API and the worker process (`cpu_pids`) spent meanwhile."""
+                timeout_s: float, cpu_pids: tuple[int, int],
+                stack_pids: Sequence[int]) -> dict[str, Any]:
+    """One job: POST, then its SSE stream to the terminal status (client-side clock); the
+    CPU time the API and the worker process (`cpu_pids`) spent meanwhile, and that of the
+    processes outside the stack (`stack_pids` and this one: `OtherLoad`)."""
     seen: dict[str, float] = {}
+    other = OtherLoad(stack_pids)
     cpu0 = [cpu_s(pid) for pid in cpu_pids]
     t_wall0, t0 = time.time(), time.perf_counter()
     with api.client() as c:
@@ -296,6 +343,7 @@ def service_run(api: Api, refs: dict[str, Any], config: dict[str, Any],
     events = api.follow(job_id, timeout_s=timeout_s, on_event=on_event)
     wall = time.perf_counter() - t0
     cpu = [cpu_s(pid) - before for pid, before in zip(cpu_pids, cpu0, strict=True)]
+    other_s = other.stop()
     t_end = t_wall0 + wall
     job = api.job(job_id)
     created, started, finished = (ts(job[k]) for k in ("created_at", "started_at",
@@ -303,12 +351,13 @@ def service_run(api: Api, refs: dict[str, Any], config: dict[str, Any],
     return {"wall_s": wall, "queue_s": started - created, "running_s": finished - started,
             "notify_s": t_end - finished, "events": len(events), "first_seen": seen,
             "outcome": job["status"], "cpu_s": sum(cpu), "api_cpu_s": cpu[0],
-            "worker_cpu_s": cpu[1]}
+            "worker_cpu_s": cpu[1], "other_cpu_s": other_s}
 
 
 def cli_run(paths: dict[str, Path], config: dict[str, Any], out: Path,
-            threads: int) -> dict[str, Any]:
-    """`streamguard train` in a fresh interpreter; in-process run time and process wall."""
+            threads: int, stack_pids: Sequence[int]) -> dict[str, Any]:
+    """`streamguard train` in a fresh interpreter; in-process run time and process wall, and
+    the CPU time of the processes other than it, this one and the idle stack's (`OtherLoad`)."""
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in config.items()]
     timing = out.with_suffix(".timing.json")
     env = {**base_env(), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -318,17 +367,19 @@ def cli_run(paths: dict[str, Path], config: dict[str, Any], out: Path,
            # a token cache of its own: the service's job (a new tenant) misses its cache, so
            # this run must too (the default, beside --output-dir, is shared by every repeat)
            "--cache-dir", str(out.with_suffix(".cache")), *flags]
+    other = OtherLoad(stack_pids)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, check=False)
     process_wall = time.perf_counter() - t0
+    other_s = other.stop()
     out.with_suffix(".log").write_text(proc.stdout)  # beside the workers' logs (--keep)
     if not timing.is_file():  # a crash (a run that ends not_learning exits non-zero too)
         sys.exit(f"streamguard train exited {proc.returncode}:\n{proc.stdout[-3000:]}")
     t = json.loads(timing.read_text())
     outcome = json.loads((out / "result.json").read_text())["outcome"]
     return {"wall_s": t["run_s"], "import_s": t["import_s"], "process_wall_s": process_wall,
-            "cpu_s": t["cpu_s"], "outcome": outcome}
+            "cpu_s": t["cpu_s"], "outcome": outcome, "other_cpu_s": other_s}
 
 
 def latency(api: Api, refs: dict[str, Any], n: int) -> dict[str, float]:
@@ -400,19 +451,21 @@ def main() -> None:
                         # a new tenant each time: the job reuses nothing an earlier one cached
                         api = stack.tenant_api(f"bench{i}")
                         refs = upload(api, paths)
-                        services.append(service_run(api, refs, config, 1800, pids))
+                        services.append(service_run(api, refs, config, 1800, pids,
+                                                    stack.pids()))
                         s = services[-1]
                         say(f"[{i + 1}] service {s['wall_s']:6.2f} s  (queue {s['queue_s']:.2f} "
                             f"+ running {s['running_s']:.2f} + notify {s['notify_s']:.2f}; "
                             f"first step event at {s['first_seen'].get('step', float('nan')):.2f}"
                             f" s; CPU: worker {s['worker_cpu_s']:.2f} s, API "
-                            f"{s['api_cpu_s']:.2f} s)")
+                            f"{s['api_cpu_s']:.2f} s; other processes {s['other_cpu_s']:.2f} s)")
                     else:
-                        clis.append(cli_run(paths, config, root / f"cli{i}", args.threads))
+                        clis.append(cli_run(paths, config, root / f"cli{i}", args.threads,
+                                            stack.pids()))
                         c = clis[-1]
                         say(f"[{i + 1}] cli     {c['wall_s']:6.2f} s  (process "
                             f"{c['process_wall_s']:.2f} s: {c['import_s']:.2f} s of it imports; "
-                            f"CPU {c['cpu_s']:.2f} s)")
+                            f"CPU {c['cpu_s']:.2f} s; other processes {c['other_cpu_s']:.2f} s)")
         finally:
             stack.close()
     finally:
@@ -441,10 +494,13 @@ def main() -> None:
         f"{cli_proc:.2f} s)")
     say(f"  ratio {ratio:.3f} (target <= {TARGET_RATIO}); against the whole CLI process "
         f"{service_s / cli_proc:.3f}")
+    other_max = max(r["other_cpu_s"] for r in services + clis)
+    say(f"  other processes' CPU time during the runs: at most {other_max:.2f} s (an idle "
+        "machine: under 1 s; more makes 2 torch threads on 2 cores spin, see OtherLoad)")
     service_cpu, cli_cpu = med(services, "cpu_s"), med(clis, "cpu_s")
-    say(f"  CPU time (less sensitive to other load): worker + API {service_cpu:.2f} s (worker "
-        f"{med(services, 'worker_cpu_s'):.2f}), CLI {cli_cpu:.2f} s, ratio "
-        f"{service_cpu / cli_cpu:.3f}")
+    say(f"  CPU time (less sensitive to other load with 1 thread): worker + API "
+        f"{service_cpu:.2f} s (worker {med(services, 'worker_cpu_s'):.2f}), CLI {cli_cpu:.2f} s, "
+        f"ratio {service_cpu / cli_cpu:.3f}")
     out.update({"stack": args.stack, "data": args.data, "epochs": args.epochs,
                 "threads": args.threads, "repeats": args.repeats,
                 "service_wall_s": round(service_s, 3), "cli_wall_s": round(cli_s, 3),
@@ -456,6 +512,7 @@ def main() -> None:
                 "service_worker_cpu_s": round(med(services, "worker_cpu_s"), 3),
                 "cli_cpu_s": round(cli_cpu, 3),
                 "cpu_ratio": round(service_cpu / cli_cpu, 4),
+                "other_cpu_s_max": round(other_max, 3),
                 "ratio": round(ratio, 4), "ratio_vs_cli_process": round(service_s / cli_proc, 4),
                 "target_ratio": TARGET_RATIO})
     say(json.dumps(out))

@@ -29,6 +29,7 @@ emitted here, lazily, by the first statement of each transaction:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,34 @@ def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
 def dialect_name(session: Session) -> str:
     """`postgresql` or `sqlite`: the backend a session talks to."""
     return session.get_bind().dialect.name
+
+
+ChangeToken = tuple[tuple[int, int, int] | None, ...]
+
+
+def commit_probe(engine: Engine) -> Callable[[], ChangeToken] | None:
+    """For a SQLite file: a cheap "did anything commit?" check, no query and no connection.
+
+    It returns the (inode, size, mtime) of the database file and of its write-ahead log; a
+    commit appends to the log (and a checkpoint rewrites the file), so the token changes.
+    Two commits inside one tick of the file system's clock that leave the size alone can look
+    alike: a caller polls the database anyway every so often. None for PostgreSQL or an
+    in-memory database (another process's commit leaves nothing to stat)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return None
+    paths = (Path(database), Path(f"{database}-wal"))
+
+    def token() -> ChangeToken:
+        out: list[tuple[int, int, int] | None] = []
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:
+                out.append(None)
+                continue
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    return token

@@ -695,3 +695,56 @@ def test_a_hung_redis_is_noticed_and_streams_go_on(tmp_path: Path, api_db_url: s
         server.send_signal(signal.SIGCONT)
         server.terminate()
         server.wait(timeout=10)
+
+
+# --- SQLite (the embedded stack, no Redis): the commit probe ----------------------------------
+
+@pytest.mark.timeout(60)
+def test_sqlite_streams_get_a_commit_without_waiting_for_the_poll(tmp_path: Path) -> None:
+    """The hub stats the SQLite files between its reads (`commit_probe`): a committed event is
+    forwarded in about PROBE_S even with a 30 s poll period, and while nothing commits the hub
+    does not read."""
+    from api.streams import PROBE_S, EventHub
+    from streamguard.db.session import commit_probe
+    from streamguard.db.tenants import get_or_create_tenant
+
+    db_url = f"sqlite:///{(tmp_path / 'streamguard.db').as_posix()}"
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    factory = make_session_factory(engine)
+    with factory() as session, session.begin():
+        tenant = get_or_create_tenant(session=session, name="acme")
+        job_id = jobs_repo.create_job(session=session, tenant_id=tenant.id, spec={},
+                                      total_epochs=2).id
+
+    def commit_epoch(epoch: int) -> None:
+        with factory() as session, session.begin():
+            metrics_repo.add_event(session=session, job_id=job_id, kind=EventKind.EPOCH,
+                                   payload=epoch_record(epoch))
+
+    async def scenario() -> tuple[list[float], int, int]:
+        hub = EventHub(factory, poll_s=30.0, commit_probe=commit_probe(engine))
+        await hub.start()
+        try:
+            listener = hub.subscribe(job_id, 0)
+            delays, epochs_seen = [], 0
+            for epoch in (1, 2):
+                await asyncio.sleep(0.3)
+                started = time.monotonic()
+                await asyncio.to_thread(commit_epoch, epoch)
+                while epochs_seen < epoch:  # the first batch also holds the `queued` status
+                    batch = await asyncio.wait_for(listener.queue.get(), 10)
+                    epochs_seen += sum(b"event: epoch" in m.frame for m in batch)
+                delays.append(time.monotonic() - started)
+            polls = hub.polls
+            await asyncio.sleep(10 * PROBE_S)  # nothing commits: no read
+            return delays, polls, hub.polls
+        finally:
+            await hub.stop()
+
+    try:
+        delays, polls_before, polls_after = asyncio.run(scenario())
+    finally:
+        engine.dispose()
+    assert max(delays) < 1.0, delays  # the poll period alone would take 30 s
+    assert polls_after == polls_before, (polls_before, polls_after)
