@@ -289,11 +289,16 @@ def test_a_guard_stop_inside_an_epoch_saves_last_at_that_step(splits, tmp_path):
 # Measured (seed 42, 1,200 synthetic rows, eval every 50 steps, one torch thread): with the LR
 # warming up to 4e-3 over 300 of 600 steps the model separates the classes in epoch 1 (it passes
 # the guard: the best checkpoint), then flips to one class as the LR nears its peak (step 300);
-# `rollback` recovers at half and a quarter of the LR (docs/guard.md shows that run). With two
-# threads the numbers differ a little (collapse at step 350, best epoch 2), hence one thread
-# here and assertions that hold for both.
+# `rollback` recovered at half and a quarter of the LR on the machine of that run
+# (docs/guard.md shows it). The trajectory is chaotic near the collapse: on an AVX-512 AMD EPYC
+# the same recipe and thread count rolled back at steps 300 and 400 and collapsed again 50 steps
+# after the second (1e-3 at the best epoch 2 was still too high), and with two threads the
+# collapse comes at step 350 or 500. So the rollback here cuts the LR to a quarter, with three
+# rollbacks allowed: measured there, one rollback (to epoch 1 with one thread, epoch 2 with two)
+# then both classes to the end (F1 0.72-0.88). One thread, and assertions that hold for both.
 ROLLBACK_RECIPE = {**FAST, "lr": 4e-3, "epochs": 4, "warmup_ratio": 0.5,
                    "max_warmup_ratio": 1.0, "eval_every_steps": 50}
+ROLLBACK_ON = {"on_collapse": "rollback", "rollback_lr_factor": 0.25, "max_rollbacks": 3}
 
 
 def both_above(record, ratio=0.20):
@@ -313,7 +318,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def rolled_back(splits, tmp_path_factory, one_thread):
     sink = ListSink()
-    cfg = TrainConfig(**{**ROLLBACK_RECIPE, "on_collapse": "rollback"})
+    cfg = TrainConfig(**ROLLBACK_RECIPE, **ROLLBACK_ON)
     folder = tmp_path_factory.mktemp("rollback")
     sink.store = RecordingStore(folder / "store")  # type: ignore[attr-defined]
     result = run(cfg, train_path=splits["train"], val_path=splits["val"], work_dir=folder,
@@ -344,12 +349,13 @@ def test_lr_too_high_after_warmup_collapses_and_rollback_recovers(splits, rolled
 
     result, sink = rolled_back
     assert result.outcome == StopReason.COMPLETED, result.message
-    assert 1 <= len(result.rollbacks) <= 2 and result.global_step == 600
+    assert 1 <= len(result.rollbacks) <= 3 and result.global_step == 600
     first = result.rollbacks[0]  # the same run as `stopped` up to its collapse
     assert (first["step"], first["to_epoch"], first["to_step"]) == \
         (stopped.global_step, stopped.best_epoch, 150 * stopped.best_epoch)
-    assert first["reason"] == stopped.message and first["max_rollbacks"] == 2
-    assert [r["lr_factor"] for r in result.rollbacks] == [0.5, 0.25][:len(result.rollbacks)]
+    assert first["reason"] == stopped.message and first["max_rollbacks"] == 3
+    assert [r["lr_factor"] for r in result.rollbacks] == \
+        [0.25, 0.25 ** 2, 0.25 ** 3][:len(result.rollbacks)]
     assert [p for kind, p in sink.events if kind == "rollback"] == result.rollbacks
     # epochs run again after rollback n publish into `epoch-NNNN-rn` folders: no published
     # file is ever written twice
@@ -362,7 +368,7 @@ def test_lr_too_high_after_warmup_collapses_and_rollback_recovers(splits, rolled
     # the LR after the rollback is the schedule's, times the factor (warmup continues)
     again = min(r["step"] for r in sink.steps if r["step"] > first["to_step"])
     lrs = [r["lr"] for r in sink.steps if r["step"] == again]
-    assert len(lrs) >= 2 and lrs[1] == pytest.approx(0.5 * lrs[0])
+    assert len(lrs) >= 2 and lrs[1] == pytest.approx(0.25 * lrs[0])
 
 
 class StopAfterRollback(Callback):
@@ -380,17 +386,17 @@ class StopAfterRollback(Callback):
 def test_resume_after_a_rollback_keeps_the_lr_factor_and_the_count(splits, rolled_back,
                                                                    one_thread, tmp_path):
     straight, _ = rolled_back
-    cfg = TrainConfig(**{**ROLLBACK_RECIPE, "on_collapse": "rollback"})
+    cfg = TrainConfig(**ROLLBACK_RECIPE, **ROLLBACK_ON)
     seen = ListSink()
     first = run(cfg, train_path=splits["train"], val_path=splits["val"], work_dir=tmp_path,
                 sink=seen, callbacks=[StopAfterRollback(seen)])
     assert first.outcome == StopReason.CANCELLED and first.rollbacks == straight.rollbacks[:1]
     state = torch.load(tmp_path / "checkpoints" / "last" / "training_state.pt",
                        weights_only=True)
-    assert state["rollback"] == {"lr_factor": 0.5, "log": straight.rollbacks[:1]}
+    assert state["rollback"] == {"lr_factor": 0.25, "log": straight.rollbacks[:1]}
     sink = ListSink()
     resumed = run(cfg, train_path=splits["train"], val_path=splits["val"], work_dir=tmp_path,
                   sink=sink)
-    assert sink.config["rollback_lr_factor"] == 0.5 and sink.config["rollbacks"] == 1
+    assert sink.config["rollback_lr_factor"] == 0.25 and sink.config["rollbacks"] == 1
     assert resumed.outcome == StopReason.COMPLETED and resumed.rollbacks == straight.rollbacks
     assert resumed.history[-1]["val_loss"] == straight.history[-1]["val_loss"]
