@@ -198,9 +198,8 @@ class Services:
     def start(self, env: dict[str, str], queue: str) -> None:
         commands = {
             # `streamguard api` (streamguard/cli_api.py): one uvicorn process by default
-            "api": [sys.executable, "-c", "import sys; from streamguard.cli import main; "
-                    "sys.exit(main())", "api", "--host", self.host, "--port", str(self.port),
-                    "--workers", str(self.api_workers)],
+            "api": [sys.executable, "-m", "streamguard", "api", "--host", self.host,
+                    "--port", str(self.port), "--workers", str(self.api_workers)],
             # One process, one task at a time: the embedded default has one (GPU or CPU) device.
             "worker": [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker",
                        "--pool=solo", "--concurrency=1", "-Q", queue, "--loglevel=INFO",

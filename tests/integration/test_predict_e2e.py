@@ -232,7 +232,7 @@ def test_predictions_match_the_workers_evaluation(service: tuple[str, str, Proc,
                              headers={"Authorization": f"Bearer {other_key}"}), 404)
 
     # --- (d) the API process never loaded torch; the inference worker did --------------------
-    api_pid = child_with(up, "uvicorn")
+    api_pid = child_with(up, "streamguard\x00api\x00")  # `python -m streamguard api ...`
     assert "libtorch" not in mapped_libraries(api_pid)
     assert "/torch/" not in mapped_libraries(api_pid)
     assert "libtorch" in mapped_libraries(child_with(up, "worker.inference"))
