@@ -88,10 +88,14 @@ def make_engine(db: str | DbSettings, **kwargs: Any) -> Engine:
     return sa.create_engine(url, connect_args=connect_args, **kwargs)
 
 
+def _sqlite_in_memory(database: str | None) -> bool:
+    """A SQLite URL's database that is no file of its own (`:memory:` or a `file:` URI)."""
+    return not database or database == ":memory:" or database.startswith("file:")
+
+
 def _sqlite_engine(url: str, database: str | None, settings: DbSettings,
                    kwargs: dict[str, Any]) -> Engine:
-    in_memory = not database or database == ":memory:" or database.startswith("file:")
-    if not in_memory:
+    if not _sqlite_in_memory(database):
         assert database is not None
         Path(database).parent.mkdir(parents=True, exist_ok=True)
         if "poolclass" not in kwargs:
@@ -192,9 +196,9 @@ def commit_probe(engine: Engine) -> Callable[[], ChangeToken] | None:
     alike: a caller polls the database anyway every so often. None for PostgreSQL or an
     in-memory database (another process's commit leaves nothing to stat)."""
     database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:" \
-            or database.startswith("file:"):
+    if engine.dialect.name != "sqlite" or _sqlite_in_memory(database):
         return None
+    assert database is not None
     paths = (Path(database), Path(f"{database}-wal"))
 
     def token() -> ChangeToken:

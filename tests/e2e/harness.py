@@ -193,9 +193,8 @@ def api_cmd(port: int, workers: int | None = None) -> list[str]:
     if workers is None:
         return [str(VENV_BIN / "uvicorn"), "--factory", "api.main:create_app",
                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]
-    return [sys.executable, "-c", "import sys; from streamguard.cli import main; "
-            "sys.exit(main())", "api", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(workers), "--log-level", "info"]
+    return [sys.executable, "-m", "streamguard", "api", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers), "--log-level", "info"]
 
 
 def spawned_workers(pid: int) -> list[int]:
