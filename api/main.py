@@ -62,12 +62,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.celery = None
     metrics: ApiMetrics | None = getattr(app.state, "metrics", None)
     multiprocess = metrics is not None and metrics.multiprocess
+    probe = commit_probe(engine)
     app.state.event_hub = hub = EventHub(  # one event poller for every SSE stream
         app.state.session_factory, redis_url=settings.redis.url,
         redis_socket_timeout_s=settings.redis.socket_timeout_s,
         redis_connect_timeout_s=settings.redis.connect_timeout_s,
         on_listeners=metrics.set_sse_streams if metrics is not None and multiprocess else None,
-        commit_probe=commit_probe(engine))  # SQLite: read as soon as the files change
+        commit_probe=probe)  # SQLite: read as soon as something commits
     await hub.start()
     if metrics is not None:
         # several API processes: the streams are a livesum gauge, not this process's count
@@ -77,6 +78,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await hub.stop()
+        if probe is not None:
+            probe.close()
         engine.dispose()
         if metrics is not None:
             metrics.process_exiting()

@@ -15,10 +15,12 @@ thread), then reads only its own bounded asyncio queue, which the hub fills:
   or hung (no answer to a PING within the socket timeout), the poller reads every `POLL_S`
   and the listener reconnects with backoff. Redis only ever shortens the wait: events are
   always read from the database, so a lost notification delays an event, never loses it.
-- On SQLite (the embedded stack: no Redis) the poller also stats the database file and its
-  write-ahead log every `PROBE_S` (`streamguard.db.session.commit_probe`) and reads as soon as
-  they change: a job's last event reaches its streams in about `PROBE_S`, not half a `POLL_S`
-  on average, and while nothing commits there is no query at all between the `POLL_S` reads.
+- On SQLite (the embedded stack: no Redis) the poller also asks SQLite every `PROBE_S`
+  whether anything committed (`streamguard.db.session.CommitProbe`, `PRAGMA data_version`)
+  and reads as soon as something did: a job's last event reaches its streams in about
+  `PROBE_S`, not half a `POLL_S` on average, and while nothing commits there is no read at all
+  between the `POLL_S` reads. Only while a stream is open: the first subscriber of an idle hub
+  starts the probing at once.
 
 PostgreSQL hands out event ids at INSERT but rows become visible at COMMIT, so a smaller id can
 appear after a larger one was sent. The poller re-reads a window of `REREAD_WINDOW` ids below
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.5
 #: Poll period while the Redis subscription is healthy: notifications wake the poller sooner.
 SAFETY_POLL_S = 2.0
-#: With a commit probe (SQLite): how often the database files are stat'ed between reads.
+#: With a commit probe (SQLite): how often it is asked between reads while a stream is open.
 PROBE_S = 0.05
 #: Ids below the highest one seen that are read again (late commits; see the module doc).
 REREAD_WINDOW = 200
@@ -172,7 +174,7 @@ class EventHub:
         self.factory = factory
         #: Told the number of open streams whenever it changes (a multiprocess gauge, metrics).
         self.on_listeners = on_listeners
-        #: A cheap token that changes when something committed (SQLite: `commit_probe`).
+        #: A cheap token that changes when something committed (SQLite: `CommitProbe`).
         self.commit_probe = commit_probe
         self.probe_s = probe_s
         self.redis_url = redis_url
@@ -184,6 +186,7 @@ class EventHub:
         self.polls = 0  # reads done by the poller (tests and logs)
         self._watches: dict[str, _Watch] = {}
         self._wake = asyncio.Event()
+        self._watched = asyncio.Event()  # a job got its first stream (`_wait` starts probing)
         self._limiter = anyio.CapacityLimiter(1)  # the poller never waits behind requests
         #: For the streams' reads (`read`, and the route's opening checks).
         self.read_limiter = anyio.CapacityLimiter(READ_THREADS)
@@ -238,6 +241,7 @@ class EventHub:
         watch = self._watches.get(job_id)
         if watch is None:
             watch = self._watches[job_id] = _Watch(floor=after_id)
+            self._watched.set()
         elif not watch.started:
             watch.floor = min(watch.floor, after_id)
         watch.listeners.add(listener)
@@ -311,8 +315,11 @@ class EventHub:
         """Until `wake()`, `delay` seconds, or (with a commit probe, a stream to feed and the
         `token` taken before the last pass) the probe's token differs from it: something
         committed since. The probe ticks are plain sleeps (a cancel scope per tick cost an idle
-        API several times its CPU); with nobody streaming the hub does not probe at all."""
-        if token is None or self.commit_probe is None or not self._watches:
+        API several times its CPU); with nobody streaming the hub does not probe at all, and a
+        first subscriber starts the probing (before, it waited out the rest of the poll
+        period: up to `POLL_S` for its first event). The token is the one from before the last
+        read, so a commit in between is caught by the first tick."""
+        if token is None or self.commit_probe is None:
             with anyio.move_on_after(delay):
                 await self._wake.wait()
             return
@@ -321,6 +328,12 @@ class EventHub:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
+            if not self._watches:
+                # Nobody streams: no probing until a first subscriber (`subscribe`) arrives.
+                self._watched.clear()
+                with anyio.move_on_after(left):
+                    await self._watched.wait()
+                continue
             await asyncio.sleep(min(self.probe_s, left))
             if self.commit_probe() != token:
                 return

@@ -701,9 +701,10 @@ def test_a_hung_redis_is_noticed_and_streams_go_on(tmp_path: Path, api_db_url: s
 
 @pytest.mark.timeout(60)
 def test_sqlite_streams_get_a_commit_without_waiting_for_the_poll(tmp_path: Path) -> None:
-    """The hub stats the SQLite files between its reads (`commit_probe`): a committed event is
-    forwarded in about PROBE_S even with a 30 s poll period, and while nothing commits the hub
-    does not read."""
+    """The hub asks SQLite between its reads (`CommitProbe`): a committed event is forwarded in
+    about PROBE_S even with a 30 s poll period, and while nothing commits the hub does not read.
+    (With the earlier file-stat probe this failed about 1 run in 4 under CPU load: the log grew
+    before the commit was visible, so the hub read too early and then waited out the period.)"""
     from api.streams import PROBE_S, EventHub
     from streamguard.db.session import commit_probe
     from streamguard.db.tenants import get_or_create_tenant
@@ -748,3 +749,53 @@ def test_sqlite_streams_get_a_commit_without_waiting_for_the_poll(tmp_path: Path
         engine.dispose()
     assert max(delays) < 1.0, delays  # the poll period alone would take 30 s
     assert polls_after == polls_before, (polls_before, polls_after)
+
+
+@pytest.mark.timeout(60)
+def test_the_first_stream_of_an_idle_sqlite_hub_starts_the_probe_at_once(tmp_path: Path) -> None:
+    """An idle hub (nobody streaming) does not probe; the first subscriber starts probing at
+    once instead of after the rest of the poll period (before the fix the first event of a
+    stream opened on an idle API waited up to `POLL_S`; here, with 30 s, the whole wait)."""
+    from api.streams import EventHub
+    from streamguard.db.session import commit_probe
+    from streamguard.db.tenants import get_or_create_tenant
+
+    db_url = f"sqlite:///{(tmp_path / 'streamguard.db').as_posix()}"
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    factory = make_session_factory(engine)
+    with factory() as session, session.begin():
+        tenant = get_or_create_tenant(session=session, name="acme")
+        job_id = jobs_repo.create_job(session=session, tenant_id=tenant.id, spec={},
+                                      total_epochs=1).id
+    probe = commit_probe(engine)
+
+    def commit_epoch() -> None:
+        with factory() as session, session.begin():
+            metrics_repo.add_event(session=session, job_id=job_id, kind=EventKind.EPOCH,
+                                   payload=epoch_record(1))
+
+    async def scenario() -> float:
+        hub = EventHub(factory, poll_s=30.0, commit_probe=probe)
+        await hub.start()
+        try:
+            await asyncio.sleep(0.5)  # the poller passed once and waits: nobody streams
+            assert hub.polls == 0
+            listener = hub.subscribe(job_id, 0)
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            await asyncio.to_thread(commit_epoch)
+            while True:
+                batch = await asyncio.wait_for(listener.queue.get(), 10)
+                if any(b"event: epoch" in m.frame for m in batch):
+                    return time.monotonic() - started
+        finally:
+            await hub.stop()
+
+    try:
+        delay = asyncio.run(scenario())
+    finally:
+        assert probe is not None
+        probe.close()
+        engine.dispose()
+    assert delay < 1.0, delay
