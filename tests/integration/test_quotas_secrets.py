@@ -26,8 +26,10 @@ from sqlalchemy.orm import Session
 from api.main import create_app
 from api.ratelimit import (
     BUCKET_ID_LEN,
+    LEASE_S,
     REDIS_KEY_PREFIX,
     LocalRateLimiter,
+    RedisRateLimiter,
 )
 from streamguard.db import jobs as jobs_repo
 from streamguard.db.models import JobStatus
@@ -223,6 +225,71 @@ def test_rate_limit_allows_requests_when_redis_is_down(
             assert time.monotonic() - start < 5  # no socket timeout paid on every request
         warnings = [r for r in caplog.records if r.name == "api.ratelimit"]
         assert len(warnings) == 1 and "Redis failed" in warnings[0].getMessage()
+
+
+def evalsha_calls(client: redis.Redis) -> int:
+    """Script calls the Redis server has answered so far (its own count)."""
+    stats = client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_a_busy_key_leases_tokens_instead_of_a_redis_call_per_request(
+        tmp_path: Path, api_db_url: str, api_sessions: Callable[[], Session]) -> None:
+    """600 per minute: a process leases up to 10 tokens (one second of refill) per Redis call,
+    and the shared bucket still counts every token handed out."""
+    client = redis.Redis.from_url(REDIS_URL)
+    with quota_harness(tmp_path, api_db_url, api_sessions, redis_url=REDIS_URL,
+                       rate_limit_per_minute=600) as api:
+        before, started = evalsha_calls(client), time.monotonic()
+        for i in range(40):
+            response = api.client.get("/v1/jobs", headers=api.auth("a"))
+            assert response.status_code == 200, (i, response.text)
+        calls, took = evalsha_calls(client) - before, time.monotonic() - started
+        # leases of 1, 2, 4, 8, 10, 10, 10 tokens (while each is used up within LEASE_S)
+        assert 7 <= calls <= 7 + 2 * int(took / LEASE_S), (calls, took)
+        bucket = REDIS_KEY_PREFIX + hash_key(api.keys["a"])[:BUCKET_ID_LEN]
+        left = float(client.hget(bucket, "tokens") or 0)
+        # every token handed out left the bucket (it refills 10 per second meanwhile), and at
+        # most one lease (10) is held back
+        assert 600 - 40 - 10 <= left <= 600 - 40 + 10 * took + 1, (left, took)
+
+
+def test_leases_share_the_bucket_exactly_between_processes() -> None:
+    """Two processes' limiters on one key: together they let through the bucket's capacity
+    and no more, and a lease unused after LEASE_S is dropped (the next call asks for one)."""
+    now = [0.0]
+    first = RedisRateLimiter(180, REDIS_URL, clock=lambda: now[0])  # leases up to 3
+    second = RedisRateLimiter(180, REDIS_URL, clock=lambda: now[0])
+    bucket = uuid.uuid4().hex[:BUCKET_ID_LEN]
+    allowed = 0
+    try:
+        for i in range(400):
+            try:
+                (first if i % 3 else second).check(bucket)
+                allowed += 1
+            except TooManyRequests:
+                pass
+        # Redis refills 3 per second of its own clock while this runs.
+        assert 180 <= allowed <= 182, allowed
+        assert first.lease_max == 3
+        now[0] += LEASE_S  # whatever either holds is gone now
+        assert not first.take_leased(bucket) and not second.take_leased(bucket)
+        assert first._wanted(bucket, now[0]) == 1
+    finally:
+        first.client.delete(REDIS_KEY_PREFIX + bucket)
+
+
+def test_a_limit_under_two_per_second_takes_one_token_per_redis_call() -> None:
+    limiter = RedisRateLimiter(119, REDIS_URL)
+    bucket = uuid.uuid4().hex[:BUCKET_ID_LEN]
+    try:
+        before = evalsha_calls(limiter.client)
+        for _ in range(5):
+            limiter.check(bucket)
+            assert not limiter.take_leased(bucket)
+        assert evalsha_calls(limiter.client) - before == 5
+    finally:
+        limiter.client.delete(REDIS_KEY_PREFIX + bucket)
 
 
 def test_local_bucket_refills_at_the_configured_rate() -> None:
