@@ -61,8 +61,8 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
     def process_result_value(
         self, value: datetime | None, dialect: Dialect  # noqa: ARG002
     ) -> datetime | None:
-        if value is None:
-            return None
+        if value is None or value.tzinfo is UTC:  # PostgreSQL sessions run in UTC
+            return value
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

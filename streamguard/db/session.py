@@ -5,7 +5,7 @@ Every engine waits a bounded time for everything (`streamguard.settings.DbSettin
 - PostgreSQL: libpq `connect_timeout`, a server-side `statement_timeout` set on connect (a
   `-c` option, so it holds for every statement of every pooled connection), a pool of
   `pool_size` + `max_overflow` connections and at most `pool_timeout_s` of waiting for one,
-  TCP keepalives, and a ping before a pooled connection is reused.
+  TCP keepalives, a ping before a pooled connection is reused, and sessions in UTC.
 - SQLite: foreign keys, WAL (readers never block the writer), a busy timeout of
   `sqlite_busy_timeout_ms`, and the pool's wait for a connection as long as that.
 
@@ -77,6 +77,11 @@ def make_engine(db: str | DbSettings, **kwargs: Any) -> Engine:
         # `-c statement_timeout=...` on connect; an `options` already in the URL is kept.
         options = [str(connect_args.get("options") or parsed.query.get("options") or "")]
         options.append(f"-c statement_timeout={settings.statement_timeout_ms}")
+        # Sessions in UTC: psycopg then tags timestamps with `datetime.UTC` itself, which
+        # `UtcDateTime` passes through as is (a server zone such as Etc/UTC came back as a
+        # ZoneInfo that cost a conversion per value: reading a 50-job list page took 0.68 ms
+        # of CPU with it, 0.61-0.63 ms without).
+        options.append("-c TimeZone=UTC")
         connect_args["options"] = " ".join(o for o in options if o)
         for name, value in PG_KEEPALIVES.items():
             connect_args.setdefault(name, value)

@@ -345,3 +345,21 @@ def test_concurrent_claims_have_one_winner(engine: Engine) -> None:
         with factory() as cleanup:
             cleanup.delete(_tenant(cleanup, tenant_name))  # cascades to the job and its rows
             cleanup.commit()
+
+
+def test_timestamps_come_back_as_utc_on_both_backends(session: Session) -> None:
+    """`UtcDateTime` returns aware UTC: SQLite's naive text re-tagged, PostgreSQL's values in the
+    UTC session zone the engine sets, so their tzinfo is `datetime.UTC` itself (no per-value
+    conversion), whatever zone the server runs in."""
+    from datetime import UTC, datetime, timezone
+
+    tenant = get_or_create_tenant(session=session, name="tz")
+    eastern = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-5)))
+    job = jobs_repo.create_job(session=session, tenant_id=tenant.id, spec={}, total_epochs=1)
+    job.created_at = eastern
+    session.flush()
+    session.expire(job)
+    assert job.created_at.tzinfo is UTC
+    assert job.created_at == eastern and job.created_at.hour == 8
+    if session.get_bind().dialect.name == "postgresql":
+        assert session.execute(sa.text("SHOW TimeZone")).scalar() == "UTC"
