@@ -699,14 +699,22 @@ def test_a_hung_redis_is_noticed_and_streams_go_on(tmp_path: Path, api_db_url: s
 
 # --- SQLite (the embedded stack, no Redis): the commit probe ----------------------------------
 
-@pytest.mark.timeout(60)
-def test_sqlite_streams_get_a_commit_without_waiting_for_the_poll(tmp_path: Path) -> None:
-    """The hub asks SQLite between its reads (`CommitProbe`): a committed event is forwarded in
-    about PROBE_S even with a 30 s poll period, and while nothing commits the hub does not read.
-    (With the earlier file-stat probe this failed about 1 run in 4 under CPU load: the log grew
-    before the commit was visible, so the hub read too early and then waited out the period.)"""
-    from api.streams import PROBE_S, EventHub
-    from streamguard.db.session import commit_probe
+@dataclass
+class SqliteJob:
+    """A migrated SQLite file holding one job, as the embedded stack has it."""
+
+    engine: Any
+    factory: sessionmaker[Session]
+    job_id: str
+
+    def commit_epoch(self, epoch: int) -> None:
+        with self.factory() as session, session.begin():
+            metrics_repo.add_event(session=session, job_id=self.job_id, kind=EventKind.EPOCH,
+                                   payload=epoch_record(epoch))
+
+
+@pytest.fixture
+def sqlite_job(tmp_path: Path) -> Iterator[SqliteJob]:
     from streamguard.db.tenants import get_or_create_tenant
 
     db_url = f"sqlite:///{(tmp_path / 'streamguard.db').as_posix()}"
@@ -717,22 +725,34 @@ def test_sqlite_streams_get_a_commit_without_waiting_for_the_poll(tmp_path: Path
         tenant = get_or_create_tenant(session=session, name="acme")
         job_id = jobs_repo.create_job(session=session, tenant_id=tenant.id, spec={},
                                       total_epochs=2).id
+    try:
+        yield SqliteJob(engine, factory, job_id)
+    finally:
+        engine.dispose()
 
-    def commit_epoch(epoch: int) -> None:
-        with factory() as session, session.begin():
-            metrics_repo.add_event(session=session, job_id=job_id, kind=EventKind.EPOCH,
-                                   payload=epoch_record(epoch))
+
+@pytest.mark.timeout(60)
+def test_sqlite_streams_get_a_commit_without_waiting_for_the_poll(sqlite_job: SqliteJob) -> None:
+    """The hub asks SQLite between its reads (`CommitProbe`): a committed event is forwarded in
+    about PROBE_S even with a 30 s poll period, and while nothing commits the hub does not read.
+    (With the earlier file-stat probe this failed about 1 run in 4 under CPU load: the log grew
+    before the commit was visible, so the hub read too early and then waited out the period.)"""
+    from api.streams import PROBE_S, EventHub
+    from streamguard.db.session import commit_probe
+
+    probe = commit_probe(sqlite_job.engine)
+    assert probe is not None
 
     async def scenario() -> tuple[list[float], int, int]:
-        hub = EventHub(factory, poll_s=30.0, commit_probe=commit_probe(engine))
+        hub = EventHub(sqlite_job.factory, poll_s=30.0, commit_probe=probe)
         await hub.start()
         try:
-            listener = hub.subscribe(job_id, 0)
+            listener = hub.subscribe(sqlite_job.job_id, 0)
             delays, epochs_seen = [], 0
             for epoch in (1, 2):
                 await asyncio.sleep(0.3)
                 started = time.monotonic()
-                await asyncio.to_thread(commit_epoch, epoch)
+                await asyncio.to_thread(sqlite_job.commit_epoch, epoch)
                 while epochs_seen < epoch:  # the first batch also holds the `queued` status
                     batch = await asyncio.wait_for(listener.queue.get(), 10)
                     epochs_seen += sum(b"event: epoch" in m.frame for m in batch)
@@ -746,45 +766,33 @@ def test_sqlite_streams_get_a_commit_without_waiting_for_the_poll(tmp_path: Path
     try:
         delays, polls_before, polls_after = asyncio.run(scenario())
     finally:
-        engine.dispose()
+        probe.close()
     assert max(delays) < 1.0, delays  # the poll period alone would take 30 s
     assert polls_after == polls_before, (polls_before, polls_after)
 
 
 @pytest.mark.timeout(60)
-def test_the_first_stream_of_an_idle_sqlite_hub_starts_the_probe_at_once(tmp_path: Path) -> None:
+def test_the_first_stream_of_an_idle_sqlite_hub_starts_the_probe_at_once(
+        sqlite_job: SqliteJob) -> None:
     """An idle hub (nobody streaming) does not probe; the first subscriber starts probing at
     once instead of after the rest of the poll period (before the fix the first event of a
     stream opened on an idle API waited up to `POLL_S`; here, with 30 s, the whole wait)."""
     from api.streams import EventHub
     from streamguard.db.session import commit_probe
-    from streamguard.db.tenants import get_or_create_tenant
 
-    db_url = f"sqlite:///{(tmp_path / 'streamguard.db').as_posix()}"
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    factory = make_session_factory(engine)
-    with factory() as session, session.begin():
-        tenant = get_or_create_tenant(session=session, name="acme")
-        job_id = jobs_repo.create_job(session=session, tenant_id=tenant.id, spec={},
-                                      total_epochs=1).id
-    probe = commit_probe(engine)
-
-    def commit_epoch() -> None:
-        with factory() as session, session.begin():
-            metrics_repo.add_event(session=session, job_id=job_id, kind=EventKind.EPOCH,
-                                   payload=epoch_record(1))
+    probe = commit_probe(sqlite_job.engine)
+    assert probe is not None
 
     async def scenario() -> float:
-        hub = EventHub(factory, poll_s=30.0, commit_probe=probe)
+        hub = EventHub(sqlite_job.factory, poll_s=30.0, commit_probe=probe)
         await hub.start()
         try:
             await asyncio.sleep(0.5)  # the poller passed once and waits: nobody streams
             assert hub.polls == 0
-            listener = hub.subscribe(job_id, 0)
+            listener = hub.subscribe(sqlite_job.job_id, 0)
             await asyncio.sleep(0.2)
             started = time.monotonic()
-            await asyncio.to_thread(commit_epoch)
+            await asyncio.to_thread(sqlite_job.commit_epoch, 1)
             while True:
                 batch = await asyncio.wait_for(listener.queue.get(), 10)
                 if any(b"event: epoch" in m.frame for m in batch):
@@ -795,7 +803,5 @@ def test_the_first_stream_of_an_idle_sqlite_hub_starts_the_probe_at_once(tmp_pat
     try:
         delay = asyncio.run(scenario())
     finally:
-        assert probe is not None
         probe.close()
-        engine.dispose()
     assert delay < 1.0, delay
