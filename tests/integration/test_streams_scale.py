@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -703,7 +704,7 @@ def test_a_hung_redis_is_noticed_and_streams_go_on(tmp_path: Path, api_db_url: s
 class SqliteJob:
     """A migrated SQLite file holding one job, as the embedded stack has it."""
 
-    engine: Any
+    engine: Engine
     factory: sessionmaker[Session]
     job_id: str
 
