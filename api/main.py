@@ -1,7 +1,9 @@
-"""The StreamGuard HTTP API: `create_app()` builds it; `app` is the ASGI entry point.
+"""The StreamGuard HTTP API: `create_app()` builds it; `app` and `serve_app` are the entry points
+of a process that serves it.
 
     streamguard api --host 0.0.0.0 --port 8000 --workers 4   # production: N processes
     uvicorn api.main:app --host 0.0.0.0 --port 8000           # one process
+    uvicorn --factory api.main:serve_app --workers 4          # the same, as a factory
 
 Everything is under /v1 (plus /healthz, /readyz and /metrics, Prometheus's format). The
 engine, session factories, artifact store, rate limiter and key cache are built once per app
@@ -24,6 +26,7 @@ from fastapi import FastAPI
 
 from api.dependency_errors import register_dependency_handlers
 from api.errors import register_handlers
+from api.gctune import tune_gc
 from api.keycache import KeyCache
 from api.metrics import ApiMetrics, StateCollector
 from api.middleware import install_edge
@@ -74,6 +77,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # several API processes: the streams are a livesum gauge, not this process's count
         metrics.watch_state(StateCollector(settings, app.state.read_session_factory,
                                            None if multiprocess else lambda: hub.listeners))
+    if app.state.serving:  # this process is the server's own: startup is over, tune its GC
+        tune_gc(settings.api.gc_gen0_threshold)
     try:
         yield
     finally:
@@ -103,8 +108,12 @@ def api_threads(settings: Settings) -> int:
     return settings.api.threads or settings.db.pool_size + settings.db.max_overflow
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API. With `settings`, they replace `get_settings()` for this app (tests, embedding)."""
+def create_app(settings: Settings | None = None, *, serving: bool = False) -> FastAPI:
+    """The API. With `settings`, they replace `get_settings()` for this app (tests, embedding).
+
+    `serving`: the app is what this process exists to serve, so its startup may tune
+    process-wide state, Python's garbage collector (`api.gctune`, `api.gc_gen0_threshold`);
+    an app embedded in another process (tests) leaves that process's collector alone."""
     settings = settings or get_settings()
     configure_logging(settings.log)  # before anything logs; uvicorn's loggers too (json)
     app = FastAPI(title="StreamGuard", version=package_version(), lifespan=lifespan,
@@ -113,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   separate_input_output_schemas=False)
     install_openapi(app)
     app.state.settings = settings
+    app.state.serving = serving
     register_handlers(app)
     register_dependency_handlers(app)
     install_edge(app, settings)  # middleware, CORS, id/name checks: before the routers
@@ -123,9 +133,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def serve_app() -> FastAPI:
+    """The factory of a serving process (`streamguard api`, `uvicorn --factory
+    api.main:serve_app`): `create_app(serving=True)` from the environment's settings."""
+    return create_app(serving=True)
+
+
 def __getattr__(name: str) -> Any:
-    """`api.main:app` is built on first access, so importing this module reads no settings."""
+    """`api.main:app` (a serving process's app) is built on first access, so importing this
+    module reads no settings."""
     if name == "app":
-        globals()["app"] = application = create_app()
+        globals()["app"] = application = serve_app()
         return application
     raise AttributeError(name)

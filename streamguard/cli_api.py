@@ -4,9 +4,9 @@
     streamguard api --host 0.0.0.0 --workers 4         # 4 processes; default SG_API__WORKERS (1)
 
 One API process holds the GIL, so it serves about one core's worth of requests; `--workers N`
-runs uvicorn's supervisor and N processes of `api.main:create_app` sharing the port (the kernel
+runs uvicorn's supervisor and N processes of `api.main:serve_app` sharing the port (the kernel
 spreads connections over them; a process that dies is replaced). With one worker it is the
-single process `uvicorn --factory api.main:create_app` always ran, nothing else.
+single process `uvicorn --factory api.main:serve_app` runs, nothing else.
 
 With several, each scrape of GET /metrics reaches one of them, so their Prometheus counters
 must be summed: this launcher creates a fresh, empty folder, puts it in PROMETHEUS_MULTIPROC_DIR
@@ -38,7 +38,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRIC_FILE = re.compile(r"^(counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 #: The ASGI factory every worker process calls.
-APP_FACTORY = "api.main:create_app"
+APP_FACTORY = "api.main:serve_app"
 
 
 def positive_int(text: str) -> int:

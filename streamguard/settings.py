@@ -187,6 +187,12 @@ class ApiSettings(BaseModel):
     key_cache_ttl_s: float = Field(default=10.0, ge=0)
     #: Verified keys remembered at most (the oldest are forgotten first).
     key_cache_size: int = Field(default=10_000, gt=0)
+    #: A serving API process (`streamguard api`, `api.main:serve_app`, `api.main:app`) freezes
+    #: what startup built out of Python's cyclic garbage collector and runs a young-generation
+    #: collection every this many allocations (Python's default, 700, collected several times
+    #: per request and made 50 concurrent requests cost a third more CPU each: `api.gctune`).
+    #: 0 leaves the collector as Python sets it.
+    gc_gen0_threshold: int = Field(default=50_000, ge=0)
     #: Hub models a job may name (`owner/name`); None allows any well-formed hub name.
     allowed_hub_models: list[str] | None = None
     #: Train/val row overlap (identical functions) above this fraction is a warning on the job.

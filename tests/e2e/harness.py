@@ -191,7 +191,7 @@ def api_cmd(port: int, workers: int | None = None) -> list[str]:
     """The API on loopback: one uvicorn process, or with `workers` the production launcher
     `streamguard api --workers N` (uvicorn's supervisor and N worker processes)."""
     if workers is None:
-        return [str(VENV_BIN / "uvicorn"), "--factory", "api.main:create_app",
+        return [str(VENV_BIN / "uvicorn"), "--factory", "api.main:serve_app",
                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]
     return [sys.executable, "-m", "streamguard", "api", "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(workers), "--log-level", "info"]

@@ -528,7 +528,7 @@ UPLOAD_MB = 2
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Proc]]:
-    """uvicorn serving api.main:create_app on 127.0.0.1 (SQLite; nothing here reaches it)."""
+    """uvicorn serving api.main:serve_app on 127.0.0.1 (SQLite; nothing here reaches it)."""
     tmp = tmp_path_factory.mktemp("edge-server")
     port = free_port()
     env = base_env() | {"SG_DATA_DIR": str(tmp / "data"),
