@@ -54,6 +54,13 @@ class DbSettings(BaseModel):
     #: PostgreSQL `statement_timeout`; SQLite's busy timeout is `sqlite_busy_timeout_ms`.
     statement_timeout_ms: int = Field(default=30_000, gt=0)
     sqlite_busy_timeout_ms: int = Field(default=15_000, gt=0)
+    #: A pooled PostgreSQL connection idle at least this long is pinged before it is reused (a
+    #: dead one is replaced, and every connection opened before it with it); one back in use
+    #: sooner is not: under load each comes back within milliseconds, and a server restart or a
+    #: dropped link leaves every connection idle for longer than this. A statement that still
+    #: finds its connection dead (cut within the window) fails once and invalidates the pool
+    #: the same way. 0 pings at every checkout (SQLAlchemy's `pool_pre_ping`).
+    ping_idle_s: float = Field(default=0.5, ge=0)
 
 
 class RedisSettings(BaseModel):

@@ -5,7 +5,8 @@ Every engine waits a bounded time for everything (`streamguard.settings.DbSettin
 - PostgreSQL: libpq `connect_timeout`, a server-side `statement_timeout` set on connect (a
   `-c` option, so it holds for every statement of every pooled connection), a pool of
   `pool_size` + `max_overflow` connections and at most `pool_timeout_s` of waiting for one,
-  TCP keepalives, a ping before a pooled connection is reused, and sessions in UTC.
+  TCP keepalives, a ping before reusing a pooled connection that sat idle (`ping_idle_s`),
+  and sessions in UTC.
 - SQLite: foreign keys, WAL (readers never block the writer), a busy timeout of
   `sqlite_busy_timeout_ms`, and the pool's wait for a connection as long as that.
 
@@ -30,6 +31,7 @@ emitted here, lazily, by the first statement of each transaction:
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +87,54 @@ def make_engine(db: str | DbSettings, **kwargs: Any) -> Engine:
         connect_args["options"] = " ".join(o for o in options if o)
         for name, value in PG_KEEPALIVES.items():
             connect_args.setdefault(name, value)
-    kwargs.setdefault("pool_pre_ping", True)
+    ping_idle = (parsed.get_backend_name() == "postgresql" and settings.ping_idle_s > 0
+                 and "pool_pre_ping" not in kwargs)
+    kwargs.setdefault("pool_pre_ping", not ping_idle)
     if "poolclass" not in kwargs:  # NullPool (migrations, CLI) takes no sizes
         kwargs.setdefault("pool_size", settings.pool_size)
         kwargs.setdefault("max_overflow", settings.max_overflow)
         kwargs.setdefault("pool_timeout", settings.pool_timeout_s)
-    return sa.create_engine(url, connect_args=connect_args, **kwargs)
+    engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+    if ping_idle:
+        ping_after_idle(engine, settings.ping_idle_s)
+    return engine
+
+
+#: `ConnectionRecord.info` key: when the connection went back to the pool (time.monotonic()),
+#: None while it has never been checked in since it was opened.
+_IDLE_SINCE = "streamguard_idle_since"
+
+
+def ping_after_idle(engine: Engine, idle_s: float) -> None:
+    """Ping a pooled connection before reuse only when it sat idle `idle_s` or longer
+    (`DbSettings.ping_idle_s`); a failed ping replaces it and every connection opened before it,
+    as `pool_pre_ping` does.
+
+    `pool_pre_ping` pings at EVERY checkout: a round trip and about a tenth of the CPU of a
+    one-query API request (py-spy, a 50-job list page), spent under load on connections that
+    were in use a few milliseconds earlier.
+    """
+    dialect = engine.dialect
+
+    @sa.event.listens_for(engine, "connect")
+    def _opened(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = None  # fresh: nothing to ping
+
+    @sa.event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _reused(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < idle_s:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.InvalidatePoolError(f"ping after {idle_s} s idle failed: {exc}") from exc
+        if not alive:
+            raise sa.exc.InvalidatePoolError(f"ping after {idle_s} s idle failed")
 
 
 def _sqlite_in_memory(database: str | None) -> bool:

@@ -899,6 +899,67 @@ def test_postgres_engine_is_bounded_by_db_settings(good_db: str) -> None:
         hung.dispose()
 
 
+def _backend_pid(engine: Any) -> int:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _terminate(pid: int) -> None:
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_postgres_pings_only_connections_that_sat_idle(good_db: str) -> None:
+    """`db.ping_idle_s`: a pooled connection back in use sooner is not pinged; one idle longer
+    is, and a dead one is replaced before any statement sees it. A connection cut inside the
+    window fails its statement once, and the next checkout is a fresh connection."""
+    from sqlalchemy.exc import OperationalError
+
+    from api.dependency_errors import dependency_failure
+    from streamguard.settings import DbSettings
+
+    one = {"pool_size": 1, "max_overflow": 0}
+    assert make_engine(DbSettings(url=good_db, ping_idle_s=0)).pool._pre_ping  # type: ignore[attr-defined]
+
+    engine = make_engine(DbSettings(url=good_db, ping_idle_s=0.3, **one))
+    pings: list[float] = []
+    ping = engine.dialect.do_ping
+
+    def counted(dbapi_connection: Any) -> bool:
+        pings.append(time.monotonic())
+        return ping(dbapi_connection)
+
+    engine.dialect.do_ping = counted  # type: ignore[method-assign]
+    try:
+        assert not engine.pool._pre_ping  # type: ignore[attr-defined]
+        first = _backend_pid(engine)
+        assert {_backend_pid(engine) for _ in range(20)} == {first}  # reused at once
+        assert pings == []
+        time.sleep(0.4)
+        assert _backend_pid(engine) == first and len(pings) == 1  # idle: pinged, alive
+
+        _terminate(first)
+        time.sleep(0.4)
+        second = _backend_pid(engine)  # the ping found it dead: replaced, no error
+        assert second != first and len(pings) == 2
+    finally:
+        engine.dispose()
+
+    engine = make_engine(DbSettings(url=good_db, ping_idle_s=60, **one))  # inside the window
+    try:
+        pid = _backend_pid(engine)
+        _terminate(pid)
+        time.sleep(0.2)
+        with pytest.raises(OperationalError) as cut:
+            _backend_pid(engine)
+        assert dependency_failure(cut.value) is not None  # a 503 at the API, named "database"
+        assert _backend_pid(engine) != pid  # the failure invalidated it: a fresh connection
+    finally:
+        engine.dispose()
+
+
 def test_sqlite_engine_takes_the_busy_timeout_and_writes_begin_immediate(tmp_path: Path) -> None:
     import sqlalchemy as sa
 
