@@ -7,8 +7,8 @@ times per request; and with 50 requests in flight, each collection found the obj
 other 49 still alive, promoted them, and sooner or later walked the whole heap (hundreds of
 thousands of objects imported at startup: FastAPI, pydantic, SQLAlchemy) in a full collection.
 Measured with `benchmarks/api_throughput.py` (50 clients, PostgreSQL): a list request's API CPU
-rose from 1.49 ms with one client to 2.35 ms with 50, and fell back to 1.63-1.68 ms with the
-tuning below (a submission's did not move: its cost is elsewhere).
+was 1.49 ms with one client and 2.35 ms with 50; in alternating runs with the tuning below off
+and on, a list request took 2.49/2.54 -> 2.00/1.87 ms and a submission 3.98/4.67 -> 3.73/3.27.
 
 What `tune_gc` does, once, at the end of startup:
 
