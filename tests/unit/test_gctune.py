@@ -47,7 +47,7 @@ def _serve(tmp_path: Path, factory: str, **env_extra: str) -> dict[str, object]:
 def test_a_serving_process_freezes_startup_and_collects_less_often(tmp_path: Path) -> None:
     result = _serve(tmp_path, "serve_app")
     before = result["before"]
-    assert isinstance(before, list) and before[0] == 700  # Python's own default
+    assert isinstance(before, list) and before[0] < 50_000  # Python's own default (700 on 3.11)
     assert result["threshold"] == [50_000, before[1], before[2]]
     # Everything the app's startup built (modules, routes, schemas): tens of thousands.
     assert isinstance(result["frozen"], int) and result["frozen"] > 10_000
