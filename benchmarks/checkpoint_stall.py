@@ -10,6 +10,10 @@ the sha256 manifest, the model .tar.gz, then the pointers).
 - async: the calling thread builds the state and takes the snapshot (`async_save.snapshot`), then
   one background thread does the rest (`BackgroundSaver`). `stall` is the time until the
   training thread is free again; `background` the time until the checkpoint is durable.
+  Before the first save, as the loop does after its first optimizer step, `saver.prepare`
+  maps the snapshot memory on the background thread while training steps run (printed:
+  how long, and how many steps ran meanwhile); without it the first save's stall also paid
+  for faulting in ~1.5 GB of fresh pages (1.38 s against 0.11 s for later saves, 2 CPU cores).
 
 Each repetition saves once each way (alternating which goes first); the figures are medians.
 
@@ -164,6 +168,18 @@ def main() -> None:
     sync_s, stall_s, background_s, size = [], [], [], 0
     steps: list[float] = []
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp, BackgroundSaver() as saver:
+        # As the loop does after its first optimizer step: the snapshot memory is mapped on the
+        # background thread while training goes on (steps here), not in the first save's stall.
+        t0 = time.perf_counter()
+        saver.prepare({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict()})
+        prepare_steps = 0
+        while saver.busy:
+            run.step()
+            prepare_steps += 1
+            saver.poll()
+        prepare_s = time.perf_counter() - t0
+        print(f"snapshot memory mapped in the background in {prepare_s:.2f} s "
+              f"({prepare_steps} training steps ran meanwhile)")
         root = Path(tmp)
         pubs = {name: CheckpointPublisher(LocalArtifactStore(root / name / "store"), "p/",
                                           ListSink()) for name in ("sync", "async")}
@@ -197,6 +213,7 @@ def main() -> None:
               "stall_s_async_first": round(stall_s[0], 3),
               "stall_s_async_later": round(statistics.median(stall_s[1:] or stall_s), 3),
               "background_s": round(statistics.median(background_s), 3),
+              "prepare_s": round(prepare_s, 3), "prepare_steps": prepare_steps,
               "target_stall_s": TARGET_STALL_S}
     print(f"`last` is {size / 1e9:.2f} GB. Training thread blocked per save (median): "
           f"sync {result['stall_s_sync']:.2f} s, async {result['stall_s_async']:.2f} s "

@@ -29,7 +29,11 @@ Rules that keep it correct:
 
 Memory: a snapshot is a second copy of the weights and optimizer state in host memory (~1.5 GB
 for RoBERTa-base), kept for the run by `BackgroundSaver.snapshot` so that later snapshots copy
-into pages already mapped (and pinned, from a GPU) instead of faulting in new ones.
+into pages already mapped (and pinned, from a GPU) instead of faulting in new ones. The loop
+calls `BackgroundSaver.prepare` after its first optimizer step, so that memory is mapped on the
+background thread while training goes on and the FIRST save stalls no longer than the others
+(`benchmarks/checkpoint_stall.py`, 2 CPU cores: 1.38 s before, 0.09 s with it; 0.10-0.11 s
+for later saves).
 """
 
 from __future__ import annotations
@@ -76,9 +80,42 @@ class SnapshotBuffers:
         """After a snapshot: keep what it used, free the rest."""
         self._kept, self._used = self._used, {}
 
+    def reserve(self, keys: list[tuple[str, int, int]]) -> None:
+        """Allocate (and, in pageable memory, fault in) the buffers of these sources ahead of
+        the first snapshot, which then copies into mapped memory like every later one. Never
+        call it while a snapshot is being taken (`BackgroundSaver.prepare` runs it as a job)."""
+        for key in keys:
+            if key in self._kept:
+                continue
+            pinned = key[0].startswith("cuda")
+            base = torch.empty(key[2], dtype=torch.uint8, pin_memory=pinned)
+            if not pinned:
+                base.zero_()  # touch every page now, not in the first snapshot's memcpy
+            self._kept[key] = base
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() for t in self._kept.values())
+
+
+def storage_keys(tree: Any) -> list[tuple[str, int, int]]:
+    """The (device, address, bytes) of every distinct tensor storage in `tree`: what a snapshot
+    of it copies, keyed as `SnapshotBuffers` keys them."""
+    keys: dict[tuple[str, int], int] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            keys.setdefault((str(value.device), storage.data_ptr()), storage.nbytes())
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(tree)
+    return [(device, address, size) for (device, address), size in keys.items()]
 
 
 def snapshot(tree: Any, buffers: SnapshotBuffers | None = None) -> Any:
@@ -151,6 +188,22 @@ class BackgroundSaver:
         `tree` into the memory the previous snapshot used."""
         self.wait()
         return snapshot(tree, self._buffers)
+
+    def prepare(self, tree: Any) -> None:
+        """Map the host memory for snapshots of `tree`'s tensors on the background thread, so
+        that the FIRST save stalls the training thread no longer than later ones (otherwise it
+        faults in ~1.5 GB of fresh pages for RoBERTa-base: 1.38 s against 0.11 s on 2 CPU
+        cores). Call it once the tensors exist (AdamW's moments: after the first optimizer
+        step); only their addresses are read here. A snapshot taken before the job is done waits
+        for it, as for a save in flight."""
+        keys = storage_keys(tree)
+        buffers = self._buffers
+
+        def reserve() -> list[Event]:
+            buffers.reserve(keys)
+            return []
+
+        self.submit(reserve, emit=lambda _kind, _payload: None)
 
     @property
     def busy(self) -> bool:

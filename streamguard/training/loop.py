@@ -298,10 +298,17 @@ def train(config: TrainConfig, *, model: torch.nn.Module, tokenizer: Any,
     assert saver is not None  # owns_saver passes one
     preempt_flag = should_preempt or (lambda: False)
 
+    prepared = False
+
     def poll_then_ask() -> bool:
         # Read after every optimizer step, so a finished background save is collected here: a
         # done() check, then its `checkpoint` events on this thread (or its error raised).
+        nonlocal prepared
         saver.poll()
+        if not prepared and optimizer.state:  # AdamW's moments exist from the first step on
+            # the snapshot memory is mapped in the background while training goes on
+            saver.prepare({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+            prepared = True
         return preempt_flag()
 
     should_preempt = poll_then_ask

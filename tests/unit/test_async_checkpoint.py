@@ -459,3 +459,59 @@ def test_snapshot_buffers_let_go_of_sources_that_are_gone():
     assert buffers.nbytes == 4 * 1010
     snapshot({"b": b}, buffers)  # `a` gone from the tree: its buffer is freed
     assert buffers.nbytes == 4 * 10
+
+
+def test_a_prepared_saver_takes_its_first_snapshot_into_memory_mapped_beforehand():
+    """`BackgroundSaver.prepare` maps the snapshot memory of the model's and optimizer's
+    storages on the background thread; the first snapshot then copies into exactly that memory
+    (no fresh pages on the training thread), holds the live values, shares nothing with them,
+    and the preparation emits no event."""
+    model, opt = trained_tiny()
+    tree = {"model": model.state_dict(), "optimizer": opt.state_dict()}
+    events: list[tuple[str, dict[str, Any]]] = []
+    with BackgroundSaver() as saver:
+        saver.prepare(tree)
+        assert saver.busy  # a background job, like a save in flight
+        saver.wait()  # the preparation is done: its memory is mapped before any snapshot
+        reserved = {base.untyped_storage().data_ptr() for base in saver._buffers._kept.values()}
+        assert reserved
+        first = saver.snapshot(tree)
+        saver.submit(lambda: [], emit=lambda *event: events.append(event))
+    assert events == []
+    copies = [first["model"][name] for name in tree["model"]] + [
+        value for state in first["optimizer"]["state"].values() for value in state.values()
+        if isinstance(value, torch.Tensor) and value.numel() > 1]
+    assert copies and all(t.untyped_storage().data_ptr() in reserved for t in copies)
+    for name, tensor in tree["model"].items():
+        assert torch.equal(first["model"][name], tensor)
+        assert first["model"][name].untyped_storage().data_ptr() != \
+            tensor.untyped_storage().data_ptr()
+
+
+def test_storage_keys_count_each_storage_once():
+    from streamguard.training.async_save import storage_keys
+
+    base = torch.zeros(10)
+    keys = storage_keys({"a": base, "view": base[2:5], "list": [base, torch.ones(3)], "n": 1})
+    assert sorted(size for _, _, size in keys) == [12, 40]
+
+
+def test_the_loop_prepares_the_snapshot_memory_once_after_the_first_optimizer_step(
+        splits, tmp_path, monkeypatch):
+    from streamguard.training import async_save
+
+    calls: list[tuple[int, int]] = []
+
+    class Recording(BackgroundSaver):
+        def prepare(self, tree: Any) -> None:
+            optimizer_state = tree["optimizer"]["state"]
+            calls.append((len(tree["model"]), len(optimizer_state)))
+            super().prepare(tree)
+
+    monkeypatch.setattr(async_save, "BackgroundSaver", Recording)  # the saver train() owns
+    result = run(TrainConfig(**CFG), train_path=splits["train"], val_path=splits["val"],
+                 test_path=splits["test"], work_dir=tmp_path, sink=ListSink())
+    assert result.global_step == 2 * STEPS_PER_EPOCH, result.message
+    assert len(calls) == 1
+    model_tensors, optimizer_params = calls[0]
+    assert model_tensors > 0 and optimizer_params > 0  # AdamW's moments existed already
