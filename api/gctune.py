@@ -29,30 +29,21 @@ from __future__ import annotations
 
 import gc
 import logging
-from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class GcTuning:
-    """What `tune_gc` did: objects frozen, and the thresholds before and after."""
-
-    frozen: int
-    before: tuple[int, int, int]
-    after: tuple[int, int, int]
-
-
-def tune_gc(gen0_threshold: int) -> GcTuning | None:
+def tune_gc(gen0_threshold: int) -> int | None:
     """Freeze what startup built and collect the young generation every `gen0_threshold`
-    allocations; 0 leaves the collector exactly as it is (returns None)."""
+    allocations; returns the objects frozen. 0 leaves the collector exactly as it is (returns
+    None)."""
     if gen0_threshold <= 0:
         return None
     before = gc.get_threshold()
     gc.collect()  # what startup left as cyclic garbage is not frozen for life
     gc.freeze()
     gc.set_threshold(gen0_threshold, before[1], before[2])
-    tuning = GcTuning(frozen=gc.get_freeze_count(), before=before, after=gc.get_threshold())
+    frozen = gc.get_freeze_count()
     log.info("garbage collector tuned for serving: %d startup objects frozen, thresholds %s "
-             "(were %s)", tuning.frozen, tuning.after, tuning.before)
-    return tuning
+             "(were %s)", frozen, gc.get_threshold(), before)
+    return frozen

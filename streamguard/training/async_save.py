@@ -52,6 +52,8 @@ log = logging.getLogger("streamguard.train")
 
 Event = tuple[str, dict[str, Any]]
 Emit = Callable[[str, dict[str, Any]], None]
+#: A tensor storage: (device, address, bytes).
+StorageKey = tuple[str, int, int]
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -65,14 +67,14 @@ class SnapshotBuffers:
     the save in flight first). Buffers no source used in the latest snapshot are let go."""
 
     def __init__(self) -> None:
-        self._kept: dict[tuple[str, int, int], torch.Tensor] = {}
-        self._used: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._kept: dict[StorageKey, torch.Tensor] = {}
+        self._used: dict[StorageKey, torch.Tensor] = {}
 
-    def get(self, key: tuple[str, int, int], *, pinned: bool) -> torch.Tensor:
+    def get(self, key: StorageKey) -> torch.Tensor:
         """A buffer of key[2] bytes: the earlier snapshot's for this source, else a new one."""
         base = self._kept.get(key)
         if base is None:
-            base = torch.empty(key[2], dtype=torch.uint8, pin_memory=pinned)
+            base = host_buffer(key)
         self._used[key] = base
         return base
 
@@ -80,16 +82,15 @@ class SnapshotBuffers:
         """After a snapshot: keep what it used, free the rest."""
         self._kept, self._used = self._used, {}
 
-    def reserve(self, keys: list[tuple[str, int, int]]) -> None:
+    def reserve(self, keys: list[StorageKey]) -> None:
         """Allocate (and, in pageable memory, fault in) the buffers of these sources ahead of
         the first snapshot, which then copies into mapped memory like every later one. Never
         call it while a snapshot is being taken (`BackgroundSaver.prepare` runs it as a job)."""
         for key in keys:
             if key in self._kept:
                 continue
-            pinned = key[0].startswith("cuda")
-            base = torch.empty(key[2], dtype=torch.uint8, pin_memory=pinned)
-            if not pinned:
+            base = host_buffer(key)
+            if not key[0].startswith("cuda"):  # pinned memory is resident already
                 base.zero_()  # touch every page now, not in the first snapshot's memcpy
             self._kept[key] = base
 
@@ -98,15 +99,24 @@ class SnapshotBuffers:
         return sum(t.numel() for t in self._kept.values())
 
 
-def storage_keys(tree: Any) -> list[tuple[str, int, int]]:
-    """The (device, address, bytes) of every distinct tensor storage in `tree`: what a snapshot
-    of it copies, keyed as `SnapshotBuffers` keys them."""
-    keys: dict[tuple[str, int], int] = {}
+def storage_key(tensor: torch.Tensor) -> StorageKey:
+    """(device, address, bytes) of `tensor`'s storage: what `SnapshotBuffers` keys a copy by."""
+    storage = tensor.untyped_storage()
+    return str(tensor.device), storage.data_ptr(), storage.nbytes()
+
+
+def host_buffer(key: StorageKey) -> torch.Tensor:
+    """Fresh host memory for a copy of that storage (pinned for a CUDA source)."""
+    return torch.empty(key[2], dtype=torch.uint8, pin_memory=key[0].startswith("cuda"))
+
+
+def storage_keys(tree: Any) -> list[StorageKey]:
+    """The key of every distinct tensor storage in `tree`: what a snapshot of it copies."""
+    keys: dict[StorageKey, None] = {}
 
     def walk(value: Any) -> None:
         if isinstance(value, torch.Tensor):
-            storage = value.untyped_storage()
-            keys.setdefault((str(value.device), storage.data_ptr()), storage.nbytes())
+            keys.setdefault(storage_key(value))
         elif isinstance(value, dict):
             for item in value.values():
                 walk(item)
@@ -115,7 +125,7 @@ def storage_keys(tree: Any) -> list[tuple[str, int, int]]:
                 walk(item)
 
     walk(tree)
-    return [(device, address, size) for (device, address), size in keys.items()]
+    return list(keys)
 
 
 def snapshot(tree: Any, buffers: SnapshotBuffers | None = None) -> Any:
@@ -128,21 +138,17 @@ def snapshot(tree: Any, buffers: SnapshotBuffers | None = None) -> Any:
     every copy is complete, and later kernels (the next optimizer step) run after it on the
     stream anyway.
     """
-    storages: dict[tuple[str, int], torch.Tensor] = {}
+    storages: dict[StorageKey, torch.Tensor] = {}
 
     def copy_tensor(tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.detach()
-        source = tensor.untyped_storage()
-        key = (str(tensor.device), source.data_ptr())
+        key = storage_key(tensor)
         base = storages.get(key)
         if base is None:
-            raw = torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(source)
-            on_gpu = tensor.device.type == "cuda"
-            if buffers is None:
-                base = torch.empty(raw.numel(), dtype=torch.uint8, pin_memory=on_gpu)
-            else:
-                base = buffers.get((*key, raw.numel()), pinned=on_gpu)
-            base.copy_(raw, non_blocking=on_gpu)
+            raw = torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(
+                tensor.untyped_storage())
+            base = host_buffer(key) if buffers is None else buffers.get(key)
+            base.copy_(raw, non_blocking=tensor.device.type == "cuda")
             storages[key] = base
         return torch.empty(0, dtype=tensor.dtype).set_(
             base.untyped_storage(), tensor.storage_offset(), tensor.size(), tensor.stride())
@@ -163,7 +169,7 @@ def snapshot(tree: Any, buffers: SnapshotBuffers | None = None) -> Any:
         return copy.deepcopy(value)
 
     copied = walk(tree)
-    if any(device.startswith("cuda") for device, _ in storages):
+    if any(device.startswith("cuda") for device, _, _ in storages):
         torch.cuda.synchronize()
     if buffers is not None:
         buffers.finish()
