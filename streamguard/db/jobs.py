@@ -348,7 +348,9 @@ def list_jobs(*, session: Session, tenant_id: str, status: JobStatus | str | Non
     return _cut(list(session.scalars(stmt, params)), limit)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, 4.5 us
+# against 0.6 us for these 21 fields, 51 times per page.
+@dataclass(slots=True)
 class JobSummaryRow:
     """What a job summary shows (`GET /v1/jobs`), attributes named like the Job's. Read as
     plain columns: the spec document (the largest column, a JSON parse per row) stays in the
