@@ -40,6 +40,7 @@ from streamguard.db.session import (
     make_engine,
     make_read_session_factory,
     make_session_factory,
+    read_engine,
 )
 from streamguard.logs import configure_logging
 from streamguard.settings import Settings, get_settings
@@ -55,6 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(settings.db, **api_pool(settings))  # timeouts etc. from settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    app.state.read_engine = read_engine(engine)
     app.state.read_session_factory = make_read_session_factory(engine)
     # The default thread limiter of this event loop: every sync handler and dependency.
     anyio.to_thread.current_default_thread_limiter().total_tokens = api_threads(settings)

@@ -13,6 +13,7 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     StoreDep,
+    run_in_connection,
     run_in_session,
 )
 from api.routes import AUTHED, error_responses
@@ -56,8 +57,8 @@ async def submit_job(
 async def list_jobs(request: Request, tenant: CurrentTenant, limit: Limit = 50,
                     cursor: Cursor = None, status: JobStatus | None = None) -> JobPage:
     """Your jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    return await run_in_session(request, service.list_jobs, read_only=True, tenant_id=tenant.id,
-                                limit=limit, cursor=cursor, status=status)
+    return await run_in_connection(request, service.list_jobs, tenant_id=tenant.id, limit=limit,
+                                   cursor=cursor, status=status)
 
 
 @router.get("/{job_id}", response_model=JobRead, operation_id="getJob",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -311,10 +312,10 @@ def cancel_job(*, session: Session, job: Job) -> Job:
     return job
 
 
-def list_jobs(*, session: Session, tenant_id: str, limit: int, cursor: str | None,
+def list_jobs(*, connection: Connection, tenant_id: str, limit: int, cursor: str | None,
               status: JobStatus | None) -> JobPage:
-    """A page of summaries: one query, of the summary's columns only."""
-    rows, next_cursor = jobs_repo.list_job_summaries(session=session, tenant_id=tenant_id,
+    """A page of summaries: one query, of the summary's columns only (no ORM session)."""
+    rows, next_cursor = jobs_repo.list_job_summaries(session=connection, tenant_id=tenant_id,
                                                      status=status, limit=limit, cursor=cursor)
     now = utcnow()
     # Plain values, validated in ONE call (pydantic's core builds the 50 summaries and their

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
@@ -388,11 +389,11 @@ _SUMMARY_SELECT = sa.select(
 _SUMMARY_PAGES = _pages(_SUMMARY_SELECT)
 
 
-def list_job_summaries(*, session: Session, tenant_id: str,
+def list_job_summaries(*, session: Session | Connection, tenant_id: str,
                        status: JobStatus | str | None = None, limit: int,
                        cursor: str | None = None) -> tuple[list[JobSummaryRow], str | None]:
     """`list_jobs` as JobSummaryRow, in ONE query of the summary's columns; returns
-    (rows, next_cursor or None)."""
+    (rows, next_cursor or None). `session` may be a plain Connection (no ORM needed)."""
     stmt = _SUMMARY_PAGES[status is not None, cursor is not None]
     params = _page_params(tenant_id=tenant_id, status=status, cursor=cursor, limit=limit)
     rows = execute_columns(session, stmt, params)

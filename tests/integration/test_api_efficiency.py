@@ -166,6 +166,33 @@ def test_a_list_page_is_one_statement_whatever_its_size(api: ApiHarness) -> None
     assert item["selection_metric"] == "f1" and item["progress"]["epochs"] == 2
 
 
+def test_a_list_page_reads_in_autocommit_without_an_orm_session(api: ApiHarness) -> None:
+    """The list reads on a plain connection of the read engine: autocommit on PostgreSQL (no
+    BEGIN before its one statement, no ROLLBACK after), and no ORM session is built for it."""
+    submit(api, api.job_body())
+    assert list_jobs(api).status_code == 200  # the key is remembered from here on
+    engine = api.client.app.state.engine  # type: ignore[attr-defined]
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append((statement.split(None, 1)[0], conn.connection.dbapi_connection.autocommit))
+
+    sessions: list[Any] = []
+
+    def made(session: Any, *_args: Any) -> None:
+        sessions.append(session)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    sa.event.listen(Session, "after_begin", made)
+    try:
+        assert list_jobs(api).status_code == 200
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+        sa.event.remove(Session, "after_begin", made)
+    assert seen == [("SELECT", True)]
+    assert sessions == []
+
+
 def test_a_new_key_costs_one_lookup_then_nothing(
         tmp_path: Path, api_db_url: str, api_sessions: Callable[[], Session]) -> None:
     for api in make_harness(tmp_path, api_db_url, api_sessions):
