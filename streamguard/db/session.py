@@ -30,6 +30,7 @@ emitted here, lazily, by the first statement of each transaction:
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -60,6 +61,19 @@ def normalize_url(url: str) -> str:
     return url
 
 
+_JSON_DECODER = json.JSONDecoder()
+
+
+def load_json(document: bytes | str) -> Any:
+    """The engines' JSON column reader: `json.loads` of the text, decoded from UTF-8 here.
+
+    psycopg hands JSON columns over as bytes, and `json.loads(bytes)` first sniffs their
+    encoding (UTF-8, 16 or 32): 4.2 us for a `[]` against 1.4 us from text. A job-list page
+    reads a JSON column (`warnings`) on each of its 51 rows. PostgreSQL sends UTF-8: the
+    engine's connections ask for it (`client_encoding`)."""
+    return _JSON_DECODER.decode(document.decode() if isinstance(document, bytes) else document)
+
+
 def make_engine(db: str | DbSettings, **kwargs: Any) -> Engine:
     """Create an Engine for `db` (a URL, or `settings.db`); extra keyword arguments go to
     `sqlalchemy.create_engine` and win over the settings.
@@ -87,6 +101,8 @@ def make_engine(db: str | DbSettings, **kwargs: Any) -> Engine:
         connect_args["options"] = " ".join(o for o in options if o)
         for name, value in PG_KEEPALIVES.items():
             connect_args.setdefault(name, value)
+        connect_args.setdefault("client_encoding", "utf8")  # what `load_json` decodes
+        kwargs.setdefault("json_deserializer", load_json)
     ping_idle = (parsed.get_backend_name() == "postgresql" and settings.ping_idle_s > 0
                  and "pool_pre_ping" not in kwargs)
     kwargs.setdefault("pool_pre_ping", not ping_idle)

@@ -193,6 +193,22 @@ def test_column_statements_see_what_the_session_has_not_flushed(session: Session
     assert jobs_repo.lock_tenant_row(session=session, tenant_id=acme.id) is None
 
 
+def test_json_columns_come_back_as_written_whatever_the_characters(session: Session) -> None:
+    """JSON columns are read through the engines' own reader (`load_json`, PostgreSQL sends
+    bytes): text outside ASCII, escapes and nesting come back unchanged, on both backends."""
+    acme = _tenant(session)
+    warnings = ["validation overlap: 12 % — naïve dedup 🐛", 'quote " and \\ backslash', ""]
+    spec = {"config": {"selection_metric": "f1", "nested": [{"ü": None}, 1.5, True]}}
+    job = jobs_repo.create_job(session=session, tenant_id=acme.id, spec=spec, total_epochs=1)
+    job.warnings = warnings
+    session.commit()
+    session.expire_all()
+    again = jobs_repo.get_job_or_raise(session=session, job_id=job.id)
+    assert again.warnings == warnings and again.spec == spec
+    rows, _ = jobs_repo.list_job_summaries(session=session, tenant_id=acme.id, limit=5)
+    assert rows[0].warnings == warnings
+
+
 def test_transition_state_machine(session: Session) -> None:
     job = _job(session, _tenant(session))
     with pytest.raises(JobStateConflict, match="allowed: cancelled, failed, running"):
