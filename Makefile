@@ -23,6 +23,7 @@ bench: install
 	.venv/bin/python benchmarks/token_cache.py
 	.venv/bin/python benchmarks/service_overhead.py
 	.venv/bin/python benchmarks/api_throughput.py
+	.venv/bin/python benchmarks/api_cpu.py
 	.venv/bin/python benchmarks/scale_out.py
 
 # A longer CPU run on the full Devign train/valid (tiny model).

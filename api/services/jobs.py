@@ -315,7 +315,7 @@ def cancel_job(*, session: Session, job: Job) -> Job:
 def list_jobs(*, connection: Connection, tenant_id: str, limit: int, cursor: str | None,
               status: JobStatus | None) -> JobPage:
     """A page of summaries: one query, of the summary's columns only (no ORM session)."""
-    rows, next_cursor = jobs_repo.list_job_summaries(session=connection, tenant_id=tenant_id,
+    rows, next_cursor = jobs_repo.list_job_summaries(db=connection, tenant_id=tenant_id,
                                                      status=status, limit=limit, cursor=cursor)
     now = utcnow()
     # Plain values, validated in ONE call (pydantic's core builds the 50 summaries and their

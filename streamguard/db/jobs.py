@@ -389,14 +389,14 @@ _SUMMARY_SELECT = sa.select(
 _SUMMARY_PAGES = _pages(_SUMMARY_SELECT)
 
 
-def list_job_summaries(*, session: Session | Connection, tenant_id: str,
+def list_job_summaries(*, db: Session | Connection, tenant_id: str,
                        status: JobStatus | str | None = None, limit: int,
                        cursor: str | None = None) -> tuple[list[JobSummaryRow], str | None]:
     """`list_jobs` as JobSummaryRow, in ONE query of the summary's columns; returns
-    (rows, next_cursor or None). `session` may be a plain Connection (no ORM needed)."""
+    (rows, next_cursor or None). `db`: a session, or a plain connection (no ORM needed)."""
     stmt = _SUMMARY_PAGES[status is not None, cursor is not None]
     params = _page_params(tenant_id=tenant_id, status=status, cursor=cursor, limit=limit)
-    rows = execute_columns(session, stmt, params)
+    rows = execute_columns(db, stmt, params)
     return _cut([JobSummaryRow(*row) for row in rows], limit)
 
 

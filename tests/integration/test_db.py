@@ -184,7 +184,7 @@ def test_column_statements_see_what_the_session_has_not_flushed(session: Session
         "selection_metric": "roc_auc"}}, total_epochs=2, status=JobStatus.QUEUED.value)
     session.add(pending)  # neither change is flushed yet
 
-    rows, cursor = jobs_repo.list_job_summaries(session=session, tenant_id=acme.id, limit=10)
+    rows, cursor = jobs_repo.list_job_summaries(db=session, tenant_id=acme.id, limit=10)
     jobs, _ = jobs_repo.list_jobs(session=session, tenant_id=acme.id, limit=10)
     assert cursor is None and [r.id for r in rows] == [j.id for j in jobs]
     assert {r.id: r.name for r in rows}[made[0].id] == "renamed, not flushed"
@@ -205,7 +205,7 @@ def test_json_columns_come_back_as_written_whatever_the_characters(session: Sess
     session.expire_all()
     again = jobs_repo.get_job_or_raise(session=session, job_id=job.id)
     assert again.warnings == warnings and again.spec == spec
-    rows, _ = jobs_repo.list_job_summaries(session=session, tenant_id=acme.id, limit=5)
+    rows, _ = jobs_repo.list_job_summaries(db=session, tenant_id=acme.id, limit=5)
     assert rows[0].warnings == warnings
 
 
